@@ -1,0 +1,3 @@
+"""Users REST API."""
+
+__version__ = "1.0.0"

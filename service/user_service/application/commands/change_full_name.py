@@ -1,0 +1,30 @@
+from dataclasses import dataclass
+from uuid import UUID
+
+from user_service.application.errors import UserNotFound
+from user_service.application.ports import UnitOfWork
+from user_service.application.read_models import UserView
+from user_service.domain.values import FullName
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFullName:
+    user_id: UUID
+    first_name: str
+    last_name: str
+    middle_name: str | None = None
+
+
+class ChangeFullNameHandler:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    async def __call__(self, command: ChangeFullName) -> UserView:
+        full_name = FullName.of(command.first_name, command.last_name, command.middle_name)
+        async with self._uow as uow:
+            user = await uow.users.get(command.user_id)
+            if user is None:
+                raise UserNotFound(command.user_id)
+            user.change_full_name(full_name)
+            await uow.commit()
+        return UserView.of(user)

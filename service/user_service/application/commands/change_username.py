@@ -1,0 +1,28 @@
+from dataclasses import dataclass
+from uuid import UUID
+
+from user_service.application.errors import UserNotFound
+from user_service.application.ports import UnitOfWork
+from user_service.application.read_models import UserView
+from user_service.domain.values import Username
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeUsername:
+    user_id: UUID
+    username: str
+
+
+class ChangeUsernameHandler:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    async def __call__(self, command: ChangeUsername) -> UserView:
+        username = Username(command.username)
+        async with self._uow as uow:
+            user = await uow.users.get(command.user_id)
+            if user is None:
+                raise UserNotFound(command.user_id)
+            user.change_username(username)
+            await uow.commit()
+        return UserView.of(user)

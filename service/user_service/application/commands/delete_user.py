@@ -1,0 +1,26 @@
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from user_service.application.errors import UserNotFound
+from user_service.application.ports import UnitOfWork
+from user_service.application.read_models import UserView
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUser:
+    user_id: UUID
+
+
+class DeleteUserHandler:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    async def __call__(self, command: DeleteUser) -> UserView:
+        async with self._uow as uow:
+            user = await uow.users.get(command.user_id)
+            if user is None:
+                raise UserNotFound(command.user_id)
+            user.delete(datetime.now(UTC))
+            await uow.commit()
+        return UserView.of(user)

@@ -1,0 +1,46 @@
+"""The read side: read models straight from SQL, no aggregates, no transaction."""
+
+from uuid import UUID
+
+import asyncpg
+
+from user_service.application.ports import Order
+from user_service.application.read_models import UserView
+from user_service.infrastructure.db.database import Database
+
+_COLUMNS = "id, username, first_name, last_name, middle_name, deleted_at IS NOT NULL AS deleted"
+_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - constant text, values are parameters
+_BY_USERNAME = f"SELECT {_COLUMNS} FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL"  # noqa: S608
+_FILTERS = {None: "", True: "WHERE deleted_at IS NOT NULL ", False: "WHERE deleted_at IS NULL "}
+_LIST = {
+    (order, deleted): (
+        f"SELECT {_COLUMNS} FROM users {where}"  # noqa: S608
+        f"ORDER BY created_at {order.value.upper()}, id {order.value.upper()} LIMIT $1 OFFSET $2"
+    )
+    for order in Order
+    for deleted, where in _FILTERS.items()
+}
+
+
+def _view(row: asyncpg.Record) -> UserView:
+    return UserView(*row)
+
+
+class PostgresUserReader:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, user_id: UUID) -> UserView | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(_BY_ID, user_id)
+        return None if row is None else _view(row)
+
+    async def get_live_by_username(self, username: str) -> UserView | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(_BY_USERNAME, username)
+        return None if row is None else _view(row)
+
+    async def list(self, *, offset: int, limit: int, order: Order, deleted: bool | None) -> list[UserView]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(_LIST[order, deleted], limit, offset)
+        return [_view(row) for row in rows]

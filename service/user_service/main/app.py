@@ -1,0 +1,82 @@
+"""The application factory: settings → telemetry → container → FastAPI app with its routes."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from dishka import Provider, make_async_container
+from dishka.integrations.fastapi import setup_dishka
+from fastapi import FastAPI
+
+from user_service import __version__
+from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.outbox.status import RelayStatus
+from user_service.infrastructure.telemetry.logging import configure_logging
+from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
+from user_service.main.ioc import providers
+from user_service.main.settings import LogFormat, Settings, load_settings
+from user_service.presentation.http import health, problems, users
+from user_service.presentation.http.middleware import QUIET_PATHS, RequestMiddleware
+
+MAX_BODY_SIZE = 64 * 1024
+
+
+def _not_traced(scope: Any) -> bool:
+    return str(scope.get("path", "")).rstrip("/") in QUIET_PATHS
+
+
+def create_app(settings: Settings | None = None, extra_providers: list[Provider] | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    relay_status = RelayStatus(enabled=settings.broker_url is not None)
+    container = make_async_container(
+        *providers(),
+        *(extra_providers or []),
+        context={Settings: settings, RelayStatus: relay_status},
+    )
+    if settings.telemetry_enabled:
+        configure_tracing(settings.environment)
+        telemetry: dict[str, Any] = {
+            "tracing": True,
+            "operation_spans": False,
+            "metrics": False,
+            "logs": False,
+            "auto_configure": False,
+            "exclude": _not_traced,
+        }
+    else:
+        telemetry = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await container.get(Database)  # open the pool now, not on the first request
+        try:
+            yield
+        finally:
+            await container.close()
+            shutdown_tracing()
+
+    app = FastAPI(
+        title="User Service",
+        version=__version__,
+        description="Users REST API. Errors are RFC 9457 problem details (application/problem+json).",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        telemetry=telemetry,  # type: ignore[arg-type]
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(users.router)
+    setup_dishka(container, app)
+    app.add_middleware(RequestMiddleware, telemetry=settings.telemetry_enabled, max_body_size=MAX_BODY_SIZE)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory: every worker reads its settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level.value, _json(settings.log_format))
+    return create_app(settings)
+
+
+def _json(log_format: LogFormat) -> bool | None:
+    return None if log_format is LogFormat.AUTO else log_format is LogFormat.JSON

@@ -1,0 +1,111 @@
+"""`user-service`: serve the API (default), `migrate`, or run the outbox `relay` alone."""
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from user_service.main.settings import LogFormat, Settings, SettingsError, load_settings, mask_url
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="user-service", description="Users REST API.")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    parser.add_argument("--host", help="address to listen on (env HOST, default 127.0.0.1)")
+    parser.add_argument("--port", help="port to listen on (env PORT, default 5000)")
+    parser.add_argument("--workers", help="worker processes (env WORKERS, default 1)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    overrides = {
+        k: v for k, v in {"host": args.host, "port": args.port, "workers": args.workers}.items() if v
+    }
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        sys.exit(f"user-service: {exc}")
+    # Worker processes read their settings from the environment, so the command line goes there too.
+    os.environ.update({k.upper(): str(v) for k, v in overrides.items()})
+
+    from user_service.infrastructure.telemetry.logging import configure_logging
+
+    json = None if settings.log_format is LogFormat.AUTO else settings.log_format is LogFormat.JSON
+    configure_logging(settings.log_level.value, json)
+    try:
+        if args.command == "migrate":
+            _migrate(settings)
+        else:
+            _serve(settings)
+    except KeyboardInterrupt:
+        pass
+    except _Fatal as exc:
+        sys.exit(f"user-service: {exc}")
+
+
+class _Fatal(Exception):
+    pass
+
+
+def _migrate(settings: Settings) -> None:
+    import structlog
+
+    from user_service.infrastructure.db import migrations
+
+    if settings.database_url is None:
+        raise _Fatal("migrate needs DATABASE_URL (the embedded database migrates itself on start)")
+    try:
+        migrations.upgrade(settings.database_url)
+    except (OSError, ConnectionError) as exc:
+        raise _Fatal(f"cannot reach the database at {mask_url(settings.database_url)}: {exc}") from None
+    structlog.get_logger("user_service.migrate").info(
+        "migrations applied", database=mask_url(settings.database_url)
+    )
+
+
+def _serve(settings: Settings) -> None:
+    import structlog
+    import uvicorn
+
+    log = structlog.get_logger("user_service.main")
+    embedded = None
+    if settings.database_url is None:
+        from user_service.infrastructure.db import migrations
+        from user_service.infrastructure.embedded_postgres import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(settings.data_dir)
+        try:
+            url = embedded.start()
+        except Exception as exc:
+            raise _Fatal(f"cannot start the embedded PostgreSQL in {settings.data_dir}: {exc}") from None
+        log.info("embedded PostgreSQL started", data_dir=str(settings.data_dir))
+        migrations.upgrade(url)
+        os.environ["DATABASE_URL"] = url
+    if settings.workers > 1:
+        _prepare_multiprocess_metrics()
+    try:
+        uvicorn.run(
+            "user_service.main.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=round(settings.shutdown_timeout),
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            log.info("embedded PostgreSQL stopped")
+
+
+def _prepare_multiprocess_metrics() -> None:
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="user-service-metrics-")

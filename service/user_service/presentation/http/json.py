@@ -1,0 +1,23 @@
+"""Responses rendered by orjson straight from the read models: no second validation on the way out."""
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from user_service.application.read_models import UserView
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def user(view: UserView, status_code: int = 200, headers: dict[str, str] | None = None) -> JSON:
+    return JSON(view.representation(), status_code=status_code, headers=headers)
+
+
+def users(views: list[UserView]) -> JSON:
+    return JSON({"users": [view.representation() for view in views]})

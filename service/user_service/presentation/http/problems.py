@@ -1,0 +1,161 @@
+"""Every error answer is RFC 9457 problem details; this module is the one table from errors to them."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Match
+
+from user_service.application.errors import StorageUnavailable, UserNotFound
+from user_service.domain.errors import InvalidValue, UserDeleted, UserIdTaken, UsernameTaken
+
+log = structlog.get_logger("user_service.errors")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "urn:user-service:problem:"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    status: int
+    slug: str
+    title: str
+
+    @property
+    def uri(self) -> str:
+        return TYPE_BASE + self.slug
+
+
+# Errors of the application and the domain, and what a client sees of them.
+ERRORS: dict[type[Exception], ProblemType] = {
+    UserNotFound: ProblemType(404, "user-not-found", "User not found"),
+    UsernameTaken: ProblemType(409, "username-taken", "Username taken"),
+    UserIdTaken: ProblemType(409, "user-id-taken", "User id taken"),
+    UserDeleted: ProblemType(409, "user-deleted", "User deleted"),
+    InvalidValue: ProblemType(422, "validation-error", "Invalid request"),
+    StorageUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
+}
+VALIDATION = ERRORS[InvalidValue]
+INTERNAL = ProblemType(500, "internal-error", "Internal server error")
+# Problems of HTTP itself (unknown route, wrong method, body too large, ...).
+HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
+
+
+class ProblemResponse(Response):
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def problem(
+    request: Request,
+    kind: ProblemType | None,
+    detail: str,
+    *,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
+    status = status or (kind.status if kind else 500)
+    body: dict[str, Any] = {
+        "type": kind.uri if kind else "about:blank",
+        "title": kind.title if kind else HTTP_TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    request_id = request.scope.get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def _kind_of(exc: Exception) -> ProblemType | None:
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return None
+
+
+async def _application_error(request: Request, exc: Exception) -> Response:
+    kind = _kind_of(exc)
+    if kind is None:  # pragma: no cover - every registered class is in the table
+        raise exc
+    if isinstance(exc, InvalidValue):
+        errors = [{"field": exc.field, "location": "body", "message": exc.message}]
+        return problem(request, kind, f"{exc.field}: {exc.message}", errors=errors)
+    if isinstance(exc, StorageUnavailable):
+        log.warning("request failed: database unavailable", error=str(exc))
+        return problem(
+            request, kind, "The database is unavailable; retry shortly.", headers={"Retry-After": "1"}
+        )
+    return problem(request, kind, str(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        location = loc[0] if loc else "body"
+        field = ".".join(loc[1:]) or location
+        errors.append({"field": field, "location": location, "message": error.get("msg", "invalid")})
+    fields = ", ".join(sorted({e["field"] for e in errors}))
+    return problem(request, VALIDATION, f"Invalid {fields}.", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTP_TITLES.get(exc.status_code, "Error")
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route {request.url.path}."
+    elif exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}."
+        return problem(request, None, detail, status=405, headers={"Allow": ", ".join(allowed)})
+    elif exc.status_code == 413:
+        detail = "The request body is larger than the limit of 64 KiB."
+    return problem(request, None, detail, status=exc.status_code, headers=dict(exc.headers or {}))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods = set()
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            methods.add(method)
+    return sorted(methods)
+
+
+def install(app: FastAPI) -> None:
+    for cls in ERRORS:
+        app.add_exception_handler(cls, _application_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    # Unexpected errors are answered (and logged once) by the request middleware.
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, for its OpenAPI entry."""
+    return {
+        status: {"model": _problem_model(), "content": {PROBLEM_JSON: {}}, "description": _describe(status)}
+        for status in statuses
+    }
+
+
+def _problem_model() -> Any:
+    from user_service.presentation.http.schemas import Problem
+
+    return Problem
+
+
+def _describe(status: int) -> str:
+    kinds = [kind.title for kind in ERRORS.values() if kind.status == status]
+    return " / ".join(kinds) or HTTP_TITLES.get(status, INTERNAL.title)

@@ -1,0 +1,101 @@
+"""Request and response bodies as the OpenAPI document states them.
+
+The patterns and lengths mirror the domain's rules so the document tells clients the truth;
+the domain still decides (a name's letters of any script are checked there).
+"""
+
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from user_service.domain.values import NAME_MAX, USERNAME_MAX
+
+USERNAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+# Letters of any script, marks, spaces, - ' ’ and periods; the domain also asks for one letter at least.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f!-&(-,/-@\[-`{-~]+$"
+
+Username = Annotated[
+    str, Field(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN, examples=["username"])
+]
+PersonName = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CreateUserBody(Body):
+    user_id: UUID | None = Field(
+        default=None, description="Chosen by the client; a UUIDv7 is made when absent."
+    )
+    username: Username
+    first_name: Annotated[PersonName, Field(examples=["string"])]
+    last_name: Annotated[PersonName, Field(examples=["string"])]
+    middle_name: Annotated[PersonName | None, Field(examples=["Ann"])] = None
+
+
+class ChangeUsernameBody(Body):
+    username: Username
+
+
+class ChangeFullNameBody(Body):
+    first_name: PersonName
+    last_name: PersonName
+    middle_name: Annotated[PersonName | None, Field(description="Absent clears it.")] = None
+
+
+class UserOut(BaseModel):
+    """A user. Absent values are omitted: a deleted user shows no username."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+                    "username": "username",
+                    "first_name": "string",
+                    "last_name": "string",
+                    "middle_name": "Ann",
+                    "deleted": False,
+                }
+            ]
+        }
+    )
+    id: UUID
+    username: Annotated[str | None, Field(max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)] = None
+    first_name: str
+    last_name: str
+    middle_name: str | None = None
+    deleted: bool
+
+
+class UserList(BaseModel):
+    users: list[UserOut]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(description="Each dependency: ok, down or disabled.")
+
+
+class FieldError(BaseModel):
+    field: str
+    location: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] | None = None

@@ -1,0 +1,143 @@
+"""Every error answer is RFC 9457 problem details; bad input is 422, never 500."""
+
+import uuid
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+ALICE = {"username": "alice", "first_name": "Alice", "last_name": "Smith"}
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    for key in ("type", "title", "detail"):
+        assert isinstance(problem[key], str)
+        assert problem[key]
+    return problem  # type: ignore[no-any-return]
+
+
+async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/nowhere"), 404)
+    assert_problem(await client.get("/users/a/b/c"), 404)
+
+
+async def test_wrong_method_is_405_problem(client: httpx.AsyncClient) -> None:
+    response = await client.patch("/users/")
+    assert_problem(response, 405)
+    assert "GET" in response.headers["allow"]
+
+
+async def test_body_over_64_kib_is_413(client: httpx.AsyncClient) -> None:
+    body = b'{"username": "a", "first_name": "' + b"x" * 70_000 + b'", "last_name": "b"}'
+    response = await client.post("/users/", content=body, headers={"content-type": "application/json"})
+    assert_problem(response, 413)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**ALICE, "username": "1abc"}, "username"),
+        ({**ALICE, "username": "a" * 33}, "username"),
+        ({**ALICE, "username": ""}, "username"),
+        ({**ALICE, "username": 42}, "username"),
+        ({**ALICE, "username": None}, "username"),
+        ({**ALICE, "first_name": "   "}, "first_name"),
+        ({**ALICE, "first_name": "Ann1"}, "first_name"),
+        ({**ALICE, "last_name": "x" * 65}, "last_name"),
+        ({**ALICE, "last_name": "---"}, "last_name"),
+        ({**ALICE, "middle_name": "😀"}, "middle_name"),
+        ({**ALICE, "first_name": "An\u0000n"}, "first_name"),
+        ({**ALICE, "username": "al\u0000ice"}, "username"),
+        ({**ALICE, "user_id": "not-a-uuid"}, "user_id"),
+        ({**ALICE, "extra": 1}, "extra"),
+        ({"first_name": "A", "last_name": "B"}, "username"),
+    ],
+)
+async def test_invalid_create_is_422_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    problem = assert_problem(await client.post("/users/", json=body), 422)
+    assert field in [e["field"] for e in problem["errors"]]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"not json", b"[]", b"null", b'{"username": "a"', b"\xff\xfe", b""],
+)
+async def test_malformed_bodies_are_422(client: httpx.AsyncClient, raw: bytes) -> None:
+    response = await client.post("/users/", content=raw, headers={"content-type": "application/json"})
+    assert_problem(response, 422)
+
+
+async def test_invalid_path_values_are_422(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/users/not-a-uuid"), 422)
+    assert_problem(await client.get("/users/@1bad"), 422)
+    assert_problem(await client.put(f"/users/{uuid.uuid4()}/username", json={"username": "no way"}), 422)
+
+
+async def test_request_id_is_echoed_when_sane_else_generated(client: httpx.AsyncClient) -> None:
+    sane = await client.get("/healthcheck", headers={"x-request-id": "abc-123"})
+    assert sane.headers["x-request-id"] == "abc-123"
+    insane = await client.get("/healthcheck", headers={"x-request-id": "x" * 500})
+    assert insane.headers["x-request-id"] != "x" * 500
+    assert len(insane.headers["x-request-id"]) == 32
+    missing = await client.get("/nowhere")
+    assert missing.headers["x-request-id"] == missing.json()["request_id"]
+
+
+async def test_security_headers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/users/")
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_unexpected_error_is_500_problem_without_internals(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from user_service.infrastructure.db.reader import PostgresUserReader
+
+    async def broken(self: object, user_id: uuid.UUID) -> None:
+        raise RuntimeError("SELECT secret FROM users -- password=hunter2")
+
+    monkeypatch.setattr(PostgresUserReader, "get", broken)
+    response = await client.get(f"/users/{uuid.uuid4()}", headers={"x-request-id": "trace-me"})
+    problem = assert_problem(response, 500)
+    assert problem["request_id"] == "trace-me"
+    assert "SELECT" not in response.text
+    assert "hunter2" not in response.text
+    assert "Traceback" not in response.text
+
+
+async def test_openapi_lists_every_route_with_its_errors(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    expected = {
+        ("/healthcheck", "get"),
+        ("/users", "post"),
+        ("/users", "get"),
+        ("/users/{user_id}", "get"),
+        ("/users/@{username}", "get"),
+        ("/users/{user_id}/username", "put"),
+        ("/users/{user_id}/full-name", "put"),
+        ("/users/{user_id}", "delete"),
+    }
+    assert expected <= {(p, m) for p, ops in paths.items() for m in ops}
+    assert {"409", "422"} <= set(paths["/users"]["post"]["responses"])
+    assert "404" in paths["/users/{user_id}"]["get"]["responses"]
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+
+
+async def test_chunked_body_over_64_kib_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"username": "a", "first_name": "'
+        for _ in range(10):
+            yield b"x" * 10_000
+        yield b'", "last_name": "b"}'
+
+    response = await client.post("/users/", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413)
