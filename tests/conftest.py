@@ -3,6 +3,8 @@ migrated once per session, emptied between tests; the app over HTTP in-process."
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,13 +39,18 @@ async def create_database(server_url: str, name: str, template: str | None = Non
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """A server URL: TEST_DATABASE_URL's server, or an embedded PostgreSQL started for this session."""
     if url := os.environ.get("TEST_DATABASE_URL"):
         yield url
         return
-    with EmbeddedPostgres(Path(tmp_path_factory.mktemp("embedded"))) as pg:
-        yield pg.start()
+    # Not under pytest's own temporary folder: the server runs as another user and needs to reach it.
+    data_dir = Path(tempfile.mkdtemp(prefix="user-service-test-"))
+    try:
+        with EmbeddedPostgres(data_dir) as pg:
+            yield pg.start()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

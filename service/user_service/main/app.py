@@ -14,6 +14,7 @@ from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry.logging import configure_logging
 from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
 from user_service.main.ioc import providers
+from user_service.main.relay import BackgroundRelay, make_relay
 from user_service.main.settings import LogFormat, Settings, load_settings
 from user_service.presentation.http import health, problems, users
 from user_service.presentation.http.middleware import QUIET_PATHS, RequestMiddleware
@@ -49,9 +50,15 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await container.get(Database)  # open the pool now, not on the first request
+        relay = None
+        if settings.broker_url is not None:
+            relay = BackgroundRelay(make_relay(settings, relay_status), settings.shutdown_timeout)
+            relay.start()
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             await container.close()
             shutdown_tracing()
 

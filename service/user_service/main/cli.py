@@ -10,7 +10,7 @@ from user_service.main.settings import LogFormat, Settings, SettingsError, load_
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="user-service", description="Users REST API.")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", "relay"])
     parser.add_argument("--host", help="address to listen on (env HOST, default 127.0.0.1)")
     parser.add_argument("--port", help="port to listen on (env PORT, default 5000)")
     parser.add_argument("--workers", help="worker processes (env WORKERS, default 1)")
@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "migrate":
             _migrate(settings)
+        elif args.command == "relay":
+            _relay(settings)
         else:
             _serve(settings)
     except KeyboardInterrupt:
@@ -62,6 +64,14 @@ def _migrate(settings: Settings) -> None:
     structlog.get_logger("user_service.migrate").info(
         "migrations applied", database=mask_url(settings.database_url)
     )
+
+
+def _relay(settings: Settings) -> None:
+    if settings.database_url is None or settings.broker_url is None:
+        raise _Fatal("relay needs DATABASE_URL and BROKER_URL")
+    from user_service.main.relay import run_relay
+
+    run_relay(settings)
 
 
 def _serve(settings: Settings) -> None:
@@ -109,3 +119,7 @@ def _prepare_multiprocess_metrics() -> None:
 
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="user-service-metrics-")
+
+
+if __name__ == "__main__":
+    main()

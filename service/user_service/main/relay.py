@@ -1,0 +1,67 @@
+"""Running the outbox relay: inside the API process (BROKER_URL set) or alone (`user-service relay`)."""
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from user_service.infrastructure.outbox.relay import OutboxRelay, RelaySettings
+from user_service.infrastructure.outbox.status import RelayStatus
+from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
+from user_service.main.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def make_relay(settings: Settings, status: RelayStatus) -> OutboxRelay:
+    assert settings.database_url is not None
+    assert settings.broker_url is not None
+    return OutboxRelay(
+        RelaySettings(
+            database_url=settings.database_url,
+            broker_url=settings.broker_url,
+            batch_size=settings.outbox_batch_size,
+            poll_interval=settings.outbox_poll_interval,
+            retention_seconds=settings.outbox_retention_hours * 3600,
+        ),
+        status,
+    )
+
+
+class BackgroundRelay:
+    """The relay as a task of the API process, stopped with it."""
+
+    def __init__(self, relay: OutboxRelay, stop_timeout: float) -> None:
+        self.relay = relay
+        self._stop_timeout = stop_timeout
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.relay.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self.relay.stop()
+        try:
+            await asyncio.wait_for(self._task, self._stop_timeout)
+        except TimeoutError:
+            log.warning("outbox relay did not stop in time; its unconfirmed batch stays pending")
+
+
+def run_relay(settings: Settings) -> None:
+    """`user-service relay`: until SIGTERM or Ctrl-C."""
+    if settings.telemetry_enabled:
+        configure_tracing(settings.environment)
+
+    async def main() -> None:
+        relay = make_relay(settings, RelayStatus(enabled=True))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, relay.stop)
+        await relay.run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    shutdown_tracing()
