@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.support.broker import broker_url, consumer  # noqa: F401 - fixtures for every test folder
 from user_service.infrastructure.db import migrations
 from user_service.infrastructure.db.database import Database, PoolSettings
 from user_service.infrastructure.embedded_postgres import EmbeddedPostgres

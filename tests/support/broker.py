@@ -1,4 +1,4 @@
-"""RabbitMQ for the outbox tests: BROKER_URL, else the local default; skipped when none answers,
+"""RabbitMQ for the tests that need it: BROKER_URL, else the local default; skipped when none answers,
 except in CI (CI set), where a missing broker fails the run."""
 
 import asyncio
