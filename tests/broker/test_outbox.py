@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.broker.conftest import Consumer
+from tests.support.broker import Consumer
 from tests.conftest import make_settings
 from tests.support.tcp_proxy import TcpProxy
 from user_service.domain.user import User
