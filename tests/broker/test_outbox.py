@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.support.broker import Consumer
 from tests.conftest import make_settings
+from tests.support.broker import Consumer
 from tests.support.tcp_proxy import TcpProxy
 from user_service.domain.user import User
 from user_service.domain.values import FullName, Username
