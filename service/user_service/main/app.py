@@ -7,6 +7,7 @@ from typing import Any
 from dishka import Provider, make_async_container
 from dishka.integrations.fastapi import setup_dishka
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from user_service import __version__
 from user_service.infrastructure.db.database import Database
@@ -17,9 +18,15 @@ from user_service.main.ioc import providers
 from user_service.main.relay import BackgroundRelay, make_relay
 from user_service.main.settings import LogFormat, Settings, load_settings
 from user_service.presentation.http import health, problems, users
-from user_service.presentation.http.middleware import QUIET_PATHS, RequestMiddleware
+from user_service.presentation.http.middleware import QUIET_PATHS, RequestMiddleware, answer_liveness
 
 MAX_BODY_SIZE = 64 * 1024
+
+
+class ServiceAPI(FastAPI):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await answer_liveness(scope, send):
+            await super().__call__(scope, receive, send)
 
 
 def _not_traced(scope: Any) -> bool:
@@ -62,7 +69,7 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
             await container.close()
             shutdown_tracing()
 
-    app = FastAPI(
+    app = ServiceAPI(
         title="User Service",
         version=__version__,
         description="Users REST API. Errors are RFC 9457 problem details (application/problem+json).",

@@ -32,6 +32,11 @@ def asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (a round trip per request): the pool's connections never
+    change session state — no SET, LISTEN or advisory lock; an open transaction is still rolled back."""
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
     dsn: str
@@ -63,6 +68,7 @@ class Database:
             timeout=s.connect_timeout,
             command_timeout=s.statement_timeout,
             server_settings={"application_name": "user-service"},
+            reset=_keep_session,
         )
         await self.warm_up()
 
