@@ -132,6 +132,8 @@ async def test_a_create_is_one_trace_request_sql_publish_and_consumer(
     assert any("INSERT INTO users" in st for st in statements), statements
     assert any("INSERT INTO outbox" in st for st in statements), statements
     assert all(s.parent_span_id == server.span_id for s in sql)
+    operations = {s.attributes["db.operation.name"] for s in sql}
+    assert {"BEGIN", "INSERT", "COMMIT"} <= operations, operations  # span metrics by statement type
     assert len(statements) == len({s.span_id for s in sql})  # one span per statement, not doubled
     (publish,) = [s for s in spans if s.kind == PRODUCER]
     assert publish.name == "users publish"

@@ -1,0 +1,1 @@
+"""Static checks of the Grafana dashboards, the Prometheus rules and their queries."""
