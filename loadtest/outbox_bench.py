@@ -1,0 +1,148 @@
+"""Outbox benchmark: commit-to-confirm latency at a steady write rate, and relay throughput on a backlog.
+
+    uv run python loadtest/outbox_bench.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+                                           [--broker amqp://guest:guest@127.0.0.1:5672/] [--rate 200]
+                                           [--seconds 15] [--backlog 10000]
+
+Creates a fresh database on the given server, migrates it, and runs the service's own unit of work and
+relay in this process against the real broker (a queue bound to the `users` exchange drains the messages).
+1. Steady rate: users are created one per transaction at --rate per second for --seconds while the relay
+   runs; each event's commit-to-confirm time is `published_at - created_at` of its outbox row (the row is
+   written in the committing transaction, and marked only after the broker confirmed it).
+2. Backlog: --backlog events are committed with the relay stopped; the relay then starts and the time
+   until the last one is confirmed gives its throughput.
+Prints a markdown table; the database is dropped at the end.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+
+from user_service.domain.user import User
+from user_service.domain.values import FullName, Username
+from user_service.infrastructure.db import migrations
+from user_service.infrastructure.db.database import Database, PoolSettings
+from user_service.infrastructure.db.unit_of_work import PostgresUnitOfWork
+from user_service.infrastructure.outbox.relay import EXCHANGE, OutboxRelay, RelaySettings
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def create_user(db: Database, i: int, tag: str) -> None:
+    user = User.register(uuid.uuid4(), Username(f"o{tag}_{i}"), FullName.of("Out", "Box"))
+    async with PostgresUnitOfWork(db) as uow:
+        uow.users.add(user)
+        await uow.commit()
+
+
+async def pending(db: Database) -> int:
+    async with db.connection() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+
+
+async def drain(broker: str) -> tuple[aio_pika.abc.AbstractConnection, list[int]]:
+    connection = await aio_pika.connect(broker)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="user.#")
+    received = [0]
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        received[0] += 1
+        await message.ack()
+
+    await queue.consume(on_message)
+    return connection, received
+
+
+async def run(args: argparse.Namespace) -> None:
+    name = f"outbox_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(args.dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(args.dsn, name)
+    try:
+        await asyncio.to_thread(migrations.upgrade, url)
+        db = Database(PoolSettings(dsn=url, min_size=4, max_size=10))
+        await db.open()
+        consumer, received = await drain(args.broker)
+        settings = RelaySettings(database_url=url, broker_url=args.broker)
+
+        # 1. Steady rate, relay running.
+        relay = OutboxRelay(settings)
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(1)
+        interval, count = 1 / args.rate, int(args.rate * args.seconds)
+        start = time.perf_counter()
+        writes = []
+        for i in range(count):
+            writes.append(asyncio.create_task(create_user(db, i, "s")))
+            await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.perf_counter()))
+        await asyncio.gather(*writes)
+        while await pending(db):
+            await asyncio.sleep(0.05)
+        async with db.connection() as conn:
+            p50, p99, mx = await conn.fetchrow(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP "
+                "(ORDER BY lag), max(lag) FROM (SELECT extract(epoch FROM published_at - created_at) * 1000 "
+                "AS lag FROM outbox) l"
+            )
+        relay.stop()
+        await task
+
+        # 2. Backlog, then the relay alone.
+        async with db.connection() as conn:
+            await conn.execute("DELETE FROM outbox")
+        for batch in range(0, args.backlog, 500):
+            users = [
+                User.register(uuid.uuid4(), Username(f"b{i}"), FullName.of("Back", "Log"))
+                for i in range(batch, min(batch + 500, args.backlog))
+            ]
+            async with PostgresUnitOfWork(db) as uow:
+                for user in users:
+                    uow.users.add(user)
+                await uow.commit()
+        relay = OutboxRelay(settings)
+        started = time.perf_counter()
+        task = asyncio.create_task(relay.run())
+        while await pending(db):
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        relay.stop()
+        await task
+        await consumer.close()
+        await db.close()
+        print(f"| steady rate | {args.rate}/s for {args.seconds} s ({count} events) |")
+        print(f"| commit-to-confirm p50 | {p50:.1f} ms |")
+        print(f"| commit-to-confirm p99 | {p99:.1f} ms |")
+        print(f"| commit-to-confirm max | {mx:.1f} ms |")
+        print(
+            f"| backlog | {args.backlog} events in {elapsed:.2f} s: {args.backlog / elapsed:.0f} events/s |"
+        )
+        print(f"| messages received | {received[0]} |")
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--backlog", type=int, default=10000)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
