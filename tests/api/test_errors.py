@@ -1,5 +1,6 @@
 """Every error answer is RFC 9457 problem details; bad input is 422, never 500."""
 
+import re
 import uuid
 
 import httpx
@@ -129,6 +130,18 @@ async def test_openapi_lists_every_route_with_its_errors(client: httpx.AsyncClie
     assert "404" in paths["/users/{user_id}"]["get"]["responses"]
     docs = await client.get("/docs")
     assert docs.status_code == 200
+
+
+async def test_swagger_ui_pulls_nothing_from_a_cdn(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs/")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources
+    assert all(s.startswith("/docs/assets/") for s in sources), sources
+    for source in sources:
+        asset = await client.get(source)
+        assert asset.status_code == 200, source
+        assert len(asset.content) > 100
 
 
 async def test_chunked_body_over_64_kib_is_413(client: httpx.AsyncClient) -> None:

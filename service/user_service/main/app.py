@@ -17,7 +17,7 @@ from user_service.infrastructure.telemetry.tracing import configure_tracing, shu
 from user_service.main.ioc import providers
 from user_service.main.relay import BackgroundRelay, make_relay
 from user_service.main.settings import LogFormat, Settings, load_settings
-from user_service.presentation.http import health, problems, users
+from user_service.presentation.http import docs, health, problems, users
 from user_service.presentation.http.middleware import QUIET_PATHS, RequestMiddleware, answer_liveness
 
 MAX_BODY_SIZE = 64 * 1024
@@ -75,9 +75,12 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
         description="Users REST API. Errors are RFC 9457 problem details (application/problem+json).",
         lifespan=lifespan,
         redirect_slashes=False,
+        docs_url=None,  # served by presentation.http.docs, without a CDN
+        redoc_url=None,
         telemetry=telemetry,  # type: ignore[arg-type]
     )
     problems.install(app)
+    docs.install(app)
     app.include_router(health.router)
     app.include_router(users.router)
     setup_dishka(container, app)
