@@ -2,7 +2,6 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from dishka import Provider, make_async_container
 from dishka.integrations.fastapi import setup_dishka
@@ -18,7 +17,7 @@ from user_service.main.ioc import providers
 from user_service.main.relay import BackgroundRelay, make_relay
 from user_service.main.settings import LogFormat, Settings, load_settings
 from user_service.presentation.http import docs, health, problems, users
-from user_service.presentation.http.middleware import QUIET_PATHS, RequestMiddleware, answer_liveness
+from user_service.presentation.http.middleware import RequestMiddleware, answer_liveness
 
 MAX_BODY_SIZE = 64 * 1024
 
@@ -27,10 +26,6 @@ class ServiceAPI(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await answer_liveness(scope, send):
             await super().__call__(scope, receive, send)
-
-
-def _not_traced(scope: Any) -> bool:
-    return str(scope.get("path", "")).rstrip("/") in QUIET_PATHS
 
 
 def create_app(settings: Settings | None = None, extra_providers: list[Provider] | None = None) -> FastAPI:
@@ -43,16 +38,8 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     )
     if settings.telemetry_enabled:
         configure_tracing(settings.environment)
-        telemetry: dict[str, Any] = {
-            "tracing": True,
-            "operation_spans": False,
-            "metrics": False,
-            "logs": False,
-            "auto_configure": False,
-            "exclude": _not_traced,
-        }
-    else:
-        telemetry = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False}
+    # The request middleware makes the one server span per request; FastAPI's own is off (README: Traces).
+    telemetry = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

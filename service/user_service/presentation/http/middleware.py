@@ -8,7 +8,10 @@ from typing import Any
 
 import orjson
 import structlog
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -76,6 +79,48 @@ class RequestMiddleware:
 
         return receive_within_limit
 
+    def _record(
+        self,
+        scope: Scope,
+        *,
+        method: str,
+        path: str,
+        quiet: bool,
+        duration: float,
+        status: int,
+        span: Span | None,
+        context_token: object,
+    ) -> None:
+        """Metrics, the access line and the end of the server span, while the span is still current."""
+        route = scope.get("route")
+        template = getattr(route, "path", None) or UNMATCHED_ROUTE
+        if self.telemetry and not quiet:
+            HTTP_ACTIVE.labels(method).dec()
+            ctx = trace.get_current_span().get_span_context()
+            exemplar = {"trace_id": format(ctx.trace_id, "032x")} if ctx.trace_flags.sampled else None
+            HTTP_DURATION.labels(method, template, str(status)).observe(duration, exemplar)
+        if self.telemetry:
+            client = scope.get("client")
+            (access_log.debug if quiet else access_log.error if status >= 500 else access_log.info)(
+                "request",
+                method=method,
+                route=template,
+                path=path,
+                status=status,
+                duration_ms=round(duration * 1000, 3),
+                client=f"{client[0]}:{client[1]}" if client else None,
+            )
+        if span is not None:
+            if route is not None:
+                span.update_name(f"{method} {template}")
+                span.set_attribute("http.route", template)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
+            otel_context.detach(context_token)  # type: ignore[arg-type]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -96,12 +141,14 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
 
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
         quiet = scope["path"] in QUIET_PATHS
         measured = self.telemetry and not quiet
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        span, context_token = None, None
         if measured:
             HTTP_ACTIVE.labels(method).inc()
+            span, context_token = _start_server_span(scope, method, path)
         start = time.perf_counter()
         try:
             declared = _declared_length(scope)
@@ -112,31 +159,56 @@ class RequestMiddleware:
                 await self.app(scope, self._limited(receive), send_with_headers)
         except Exception as exc:
             error_log.error("unexpected error", exc_info=exc)
+            if span is not None:
+                span.record_exception(exc)
             if not response["started"]:
                 await _problem(scope, send_with_headers, request_id, UNEXPECTED)
             response["status"] = 500
         finally:
-            duration = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED_ROUTE
-            status = response["status"]
-            if measured:
-                HTTP_ACTIVE.labels(method).dec()
-                ctx = trace.get_current_span().get_span_context()
-                exemplar = {"trace_id": format(ctx.trace_id, "032x")} if ctx.trace_flags.sampled else None
-                HTTP_DURATION.labels(method, template, str(status)).observe(duration, exemplar)
-            if self.telemetry:
-                client = scope.get("client")
-                (access_log.debug if quiet else access_log.error if status >= 500 else access_log.info)(
-                    "request",
-                    method=method,
-                    route=template,
-                    path=path,
-                    status=status,
-                    duration_ms=round(duration * 1000, 3),
-                    client=f"{client[0]}:{client[1]}" if client else None,
-                )
+            self._record(
+                scope,
+                method=method,
+                path=path,
+                quiet=quiet,
+                duration=time.perf_counter() - start,
+                status=response["status"],
+                span=span,
+                context_token=context_token,
+            )
             structlog.contextvars.reset_contextvars(**tokens)
+
+
+KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+_tracer = trace.get_tracer("user_service.http")
+
+
+class _ScopeHeaders(Getter[list[tuple[bytes, bytes]]]):
+    def get(self, carrier: list[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        name = key.encode()
+        return [value.decode("latin-1") for header, value in carrier if header == name] or None
+
+    def keys(self, carrier: list[tuple[bytes, bytes]]) -> list[str]:
+        return [header.decode("latin-1") for header, _ in carrier]
+
+
+_SCOPE_HEADERS = _ScopeHeaders()
+
+
+def _start_server_span(scope: Scope, method: str, path: str) -> tuple[Span, object]:
+    """The request's one server span, continuing an incoming `traceparent` (HTTP semantic conventions)."""
+    parent = propagate.extract(scope["headers"], getter=_SCOPE_HEADERS)
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "url.path": path,
+        "url.scheme": scope.get("scheme", "http"),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    if client := scope.get("client"):
+        attributes["client.address"] = client[0]
+    if server := scope.get("server"):
+        attributes["server.address"], attributes["server.port"] = server[0], server[1]
+    span = _tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
 
 TOO_LARGE = (413, "about:blank", "Content too large", "The request body is larger than the limit of 64 KiB.")
