@@ -67,7 +67,17 @@ async def test_invalid_create_is_422_naming_the_field(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b"not json", b"[]", b"null", b'{"username": "a"', b"\xff\xfe", b""],
+    [
+        b"{",
+        b"not json",
+        b"[]",
+        b"null",
+        b'{"username": "a"',
+        b"\xff\xfe",
+        b"",
+        b'{"username": "\xff\xc3"}',
+        b"8$\t\xe9k",
+    ],
 )
 async def test_malformed_bodies_are_422(client: httpx.AsyncClient, raw: bytes) -> None:
     response = await client.post("/users/", content=raw, headers={"content-type": "application/json"})

@@ -113,6 +113,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI answers 400 when the body is not text it can decode (invalid UTF-8): invalid input, 422.
+        message = "the body is not valid UTF-8 JSON"
+        errors = [{"field": "body", "location": "body", "message": message}]
+        return problem(request, VALIDATION, f"Invalid body: {message}.", errors=errors)
     detail = exc.detail if isinstance(exc.detail, str) else HTTP_TITLES.get(exc.status_code, "Error")
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route {request.url.path}."

@@ -101,7 +101,10 @@ async def change_full_name(
 
 
 @router.delete(
-    "/{user_id}", response_model=UserOut, response_model_exclude_none=True, responses=responses(404, 409, 503)
+    "/{user_id}",
+    response_model=UserOut,
+    response_model_exclude_none=True,
+    responses=responses(404, 409, 422, 503),
 )
 async def delete_user(user_id: UserId, handler: FromDishka[DeleteUserHandler]) -> json.JSON:
     return json.user(await handler(DeleteUser(user_id)))
