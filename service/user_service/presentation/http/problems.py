@@ -113,9 +113,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
-        # FastAPI answers 400 when the body is not text it can decode (invalid UTF-8): invalid input, 422.
-        message = "the body is not valid UTF-8 JSON"
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI answers 400 when it cannot decode the body (invalid UTF-8, nesting past the parser's
+        # limit): invalid input like any other, so 422.
+        message = "the body is not JSON that can be read (invalid UTF-8, or nested too deeply)"
         errors = [{"field": "body", "location": "body", "message": message}]
         return problem(request, VALIDATION, f"Invalid body: {message}.", errors=errors)
     detail = exc.detail if isinstance(exc.detail, str) else HTTP_TITLES.get(exc.status_code, "Error")
