@@ -81,7 +81,8 @@ async def test_invalid_create_is_422_naming_the_field(
 )
 async def test_malformed_bodies_are_422(client: httpx.AsyncClient, raw: bytes) -> None:
     response = await client.post("/users/", content=raw, headers={"content-type": "application/json"})
-    assert_problem(response, 422)
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["field"] == "body"  # type: ignore[index]
 
 
 async def test_invalid_path_values_are_422(client: httpx.AsyncClient) -> None:

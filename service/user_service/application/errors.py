@@ -14,4 +14,8 @@ class UserNotFound(ApplicationError):
 
 
 class StorageUnavailable(ApplicationError):
-    """The database cannot be reached or has no free connection in time; retrying later may work."""
+    """The database cannot be reached, or had no free connection in time (`busy`); retrying may work."""
+
+    def __init__(self, reason: str, *, busy: bool = False) -> None:
+        super().__init__(reason)
+        self.busy = busy

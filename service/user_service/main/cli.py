@@ -87,6 +87,8 @@ def _serve(settings: Settings) -> None:
     import structlog
     import uvicorn
 
+    from user_service.presentation.http.server import HardenedHttpToolsProtocol
+
     log = structlog.get_logger("user_service.main")
     embedded = None
     if settings.database_url is None:
@@ -113,7 +115,7 @@ def _serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            http=HardenedHttpToolsProtocol,
             log_config=None,
             access_log=False,
             server_header=False,

@@ -107,10 +107,12 @@ class Database:
             await pool.release(conn)
 
     async def _unavailable(self, exc: BaseException) -> StorageUnavailable:
-        if not isinstance(exc, TimeoutError) and self._pool is not None:
+        if isinstance(exc, TimeoutError):
+            return StorageUnavailable("no database connection was free in time", busy=True)
+        if self._pool is not None:
             # The server went away: every idle connection is as dead as this one.
             await self._pool.expire_connections()
-        return StorageUnavailable(f"database unavailable: {type(exc).__name__}")
+        return StorageUnavailable(f"the database is unreachable ({type(exc).__name__})")
 
     def connection_counts(self) -> tuple[int, int]:
         """(used, idle) connections of the pool, for the pool metrics."""

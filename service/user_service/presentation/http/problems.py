@@ -92,10 +92,16 @@ async def _application_error(request: Request, exc: Exception) -> Response:
         errors = [{"field": exc.field, "location": "body", "message": exc.message}]
         return problem(request, kind, f"{exc.field}: {exc.message}", errors=errors)
     if isinstance(exc, StorageUnavailable):
-        log.warning("request failed: database unavailable", error=str(exc))
-        return problem(
-            request, kind, "The database is unavailable; retry shortly.", headers={"Retry-After": "1"}
+        log.warning(
+            "request failed: database busy" if exc.busy else "request failed: database unavailable",
+            reason=str(exc),
         )
+        detail = (
+            "The service is busy: no database connection was free in time; retry shortly."
+            if exc.busy
+            else "The database is unavailable; retry shortly."
+        )
+        return problem(request, kind, detail, headers={"Retry-After": "1"})
     return problem(request, kind, str(exc))
 
 
@@ -105,7 +111,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     for error in exc.errors():
         loc = [str(part) for part in error.get("loc", ())]
         location = loc[0] if loc else "body"
-        field = ".".join(loc[1:]) or location
+        # A body that is not JSON at all names no field (its loc holds the parser's position).
+        field = location if error.get("type") == "json_invalid" else ".".join(loc[1:]) or location
         errors.append({"field": field, "location": location, "message": error.get("msg", "invalid")})
     fields = ", ".join(sorted({e["field"] for e in errors}))
     return problem(request, VALIDATION, f"Invalid {fields}.", errors=errors)
