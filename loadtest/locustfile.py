@@ -2,7 +2,7 @@
 
 Run with nothing but Locust installed (stdlib + locust only, outside the service's environment):
 
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:8000            # web UI, Mixed users
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:5000            # web UI, Mixed users
     locust -f loadtest/locustfile.py --host URL --headless -u 20 -r 5 -t 1m   # headless
     locust -f loadtest/locustfile.py --host URL Writers                      # one class by name
 
@@ -76,7 +76,6 @@ MIDDLE_NAMES = ["Lee", "J.", "Marie", "Ann-Sophie", "Émile"]
 
 SEED_MIN_USERS = 20
 LIST_LIMITS = [1, 10, 20, 50, 100]
-USER_KEYS = {"id", "username", "first_name", "last_name", "middle_name", "deleted"}
 
 
 def new_username(prefix: str = WRITER_PREFIX) -> str:
