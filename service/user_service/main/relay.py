@@ -39,6 +39,14 @@ class BackgroundRelay:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.relay.run(), name="outbox-relay")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The relay only ends when stopped; if it ever ends otherwise, say so and start it again."""
+        if task.cancelled() or self.relay.stopping:
+            return
+        log.error("outbox relay ended unexpectedly; restarting it", exc_info=task.exception())
+        self.start()
 
     async def stop(self) -> None:
         if self._task is None:

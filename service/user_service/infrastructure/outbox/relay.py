@@ -62,6 +62,7 @@ class PublishIncomplete(Exception):
     pass
 
 
+# Failures the relay expects (logged briefly); any other is logged with its traceback, and retried too.
 _RETRYABLE: tuple[type[BaseException], ...] = (
     *UNAVAILABLE_ERRORS,
     aio_pika.exceptions.AMQPError,
@@ -90,6 +91,10 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -100,7 +105,9 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 await self._session()
-            except _RETRYABLE as exc:
+            except Exception as exc:  # the relay outlives every failure of a session, expected or not
+                if not isinstance(exc, _RETRYABLE):
+                    log.warning("outbox relay session failed unexpectedly", exc_info=exc)
                 if isinstance(exc, aio_pika.exceptions.AMQPError | PublishIncomplete):
                     self.status.broker = BrokerState.DOWN
                 delay = self._backoff.next()
@@ -114,7 +121,7 @@ class OutboxRelay:
     async def _session(self) -> None:
         try:
             broker = await aio_pika.connect(self.settings.broker_url, timeout=5)
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError):
+        except Exception:  # refused, reset, timed out, or (under uvloop) StopAsyncIteration
             self.status.broker = BrokerState.DOWN
             raise
         try:
