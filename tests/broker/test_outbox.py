@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from tests.conftest import make_settings
 from tests.support.broker import Consumer
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.fault_proxy import FaultProxy
 from user_service.domain.user import User
 from user_service.domain.values import FullName, Username
 from user_service.infrastructure.db.database import Database
@@ -117,7 +117,7 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
 ) -> None:
     host_port = broker_url.rsplit("@", 1)[1].split("/", maxsplit=1)[0]
     host, port = host_port.split(":")
-    proxy = await TcpProxy(host, int(port)).start()
+    proxy = FaultProxy((host, int(port))).start()
     proxied = broker_url.replace(host_port, f"127.0.0.1:{proxy.port}")
     try:
         async with running_app(database_url, proxied) as client:
@@ -144,7 +144,7 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
             proxy.restore()
             envelopes = await consumer.wait_for(600, set(ids), timeout=60)
     finally:
-        await proxy.close()
+        proxy.close()
     by_id = {e["id"]: e for e in envelopes}  # at least once: duplicates collapse on the event id
     expected = set(await outbox_ids(clean_db)) - set(await outbox_ids(clean_db, published=False))
     assert set(by_id) | {e["id"] for e in consumer.envelopes({first["id"]})} == expected
