@@ -23,6 +23,8 @@ MAX_BODY_SIZE = 64 * 1024
 
 
 class ServiceAPI(FastAPI):
+    """FastAPI, with liveness answered before any of its machinery (presentation.http.middleware)."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await answer_liveness(scope, send):
             await super().__call__(scope, receive, send)

@@ -1,5 +1,5 @@
-"""The outermost layer of every request: request id, security headers, access log, HTTP metrics,
-and the one place an unexpected error is logged (with its traceback, once) and turned into a 500."""
+"""The outermost layer of every request: request id, security headers, the server span, the access log,
+HTTP metrics, and the one place an unexpected error is logged (with its traceback, once) and becomes a 500."""
 
 import os
 import re
