@@ -256,3 +256,29 @@ async def make_backlog_named(db: Database, count: int) -> list[str]:
             uow.users.add(user)
         await uow.commit()
     return [str(u.id) for u in users]
+
+
+async def test_published_rows_are_purged_after_the_retention_period(
+    clean_db: Database, database_url: str, broker_url: str, consumer: Consumer
+) -> None:
+    ids = await make_backlog(clean_db, 20)
+    settings = RelaySettings(
+        database_url=database_url,
+        broker_url=broker_url,
+        poll_interval=0.1,
+        retention_seconds=0.5,
+        purge_interval=0.2,
+    )
+    relay = OutboxRelay(settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        await consumer.wait_for(20, set(ids))
+        unpublished = await make_backlog_named(clean_db, 5)  # written now: kept until published and aged
+        async with asyncio.timeout(10):
+            while await outbox_ids(clean_db, published=True):
+                await asyncio.sleep(0.1)
+        await consumer.wait_for(5, set(unpublished))
+    finally:
+        relay.stop()
+        await task
+    assert await outbox_ids(clean_db, published=False) == []

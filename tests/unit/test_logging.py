@@ -1,0 +1,54 @@
+"""The log pipeline's two renderings: JSON lines for machines, a readable form for people."""
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import structlog
+
+from user_service.infrastructure.telemetry.logging import configure_logging
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def test_json_lines_from_structlog_and_the_standard_library(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+    structlog.get_logger("user_service.test").info("hello", answer=42)
+    logging.getLogger("uvicorn.error").warning("from the standard library")
+    logging.getLogger("user_service.test").debug("below the level")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(x["event"], x["level"], x["logger"]) for x in lines] == [
+        ("hello", "info", "user_service.test"),
+        ("from the standard library", "warning", "uvicorn.error"),
+    ]
+    assert lines[0]["answer"] == 42
+    assert all(x["service"] == "user-service" and x["timestamp"].endswith("Z") for x in lines)
+
+
+def test_console_form_is_not_json(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", json=False, stream=stream)
+    structlog.get_logger("user_service.test").info("hello", answer=42)
+    text = stream.getvalue()
+    assert "hello" in text
+    assert "answer=42" in text
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(text.splitlines()[0])
+
+
+def test_the_default_is_json_when_not_a_terminal(restore_logging: None) -> None:
+    stream = io.StringIO()  # not a tty
+    configure_logging("info", stream=stream)
+    structlog.get_logger("user_service.test").info("hello")
+    assert orjson.loads(stream.getvalue().splitlines()[0])["event"] == "hello"
