@@ -482,15 +482,18 @@ def get_by_id(user: ApiUser) -> None:
         list_users(user)
         return
     uid = random.choice(KNOWN.ids)
+    # What was known before the request was sent: a delete that completes while it is in flight may or
+    # may not be seen by it.
+    was_deleted, stable_name = uid in KNOWN.deleted, KNOWN.stable.get(uid)
     with user.client.get(f"/users/{uid}", name="/users/{user_id}", catch_response=True) as resp:
         body, problem = expect(resp, 200)
         problem = problem or user_problem(body)
         if not problem and body["id"] != uid:
             problem = f"answered for another user: {body['id']}, not {uid}"
-        if not problem and uid in KNOWN.deleted and not body["deleted"]:
+        if not problem and was_deleted and not body["deleted"]:
             problem = f"a deleted user reads as live: {uid}"
-        if not problem and uid in KNOWN.stable and body.get("username") != KNOWN.stable[uid]:
-            problem = f"username changed unexpectedly: {body.get('username')!r}, was {KNOWN.stable[uid]!r}"
+        if not problem and stable_name is not None and body.get("username") != stable_name:
+            problem = f"username changed unexpectedly: {body.get('username')!r}, was {stable_name!r}"
         verdict(resp, problem)
 
 
