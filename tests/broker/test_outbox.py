@@ -169,8 +169,12 @@ def _deduplicated(types: list[str]) -> list[str]:
     return out
 
 
-async def make_backlog(db: Database, count: int) -> list[str]:
-    users = [User.register(uuid.uuid4(), Username(f"b{i}"), FullName.of("Back", "Log")) for i in range(count)]
+async def make_backlog(db: Database, count: int, prefix: str = "b") -> list[str]:
+    """`count` users created in one transaction: their events wait in the outbox."""
+    users = [
+        User.register(uuid.uuid4(), Username(f"{prefix}{i}"), FullName.of("Back", "Log"))
+        for i in range(count)
+    ]
     async with PostgresUnitOfWork(db) as uow:
         for user in users:
             uow.users.add(user)
@@ -233,7 +237,7 @@ async def test_two_relays_one_publishes_the_other_takes_over(
         follower = next(r for r in relays if not r.status.active)
         leader.stop()
         await tasks[relays.index(leader)]
-        more = await make_backlog_named(clean_db, 50)
+        more = await make_backlog(clean_db, 50, prefix="m")
         await consumer.wait_for(50, set(more), timeout=15)
         assert follower.status.active
     finally:
@@ -245,17 +249,6 @@ async def test_two_relays_one_publishes_the_other_takes_over(
     positions = await outbox_ids(clean_db)
     seen = [e["id"] for e in envelopes]
     assert seen == sorted(seen, key=positions.index)  # one publisher at a time: commit order kept
-
-
-async def make_backlog_named(db: Database, count: int) -> list[str]:
-    users = [
-        User.register(uuid.uuid4(), Username(f"m{i}"), FullName.of("More", "Users")) for i in range(count)
-    ]
-    async with PostgresUnitOfWork(db) as uow:
-        for user in users:
-            uow.users.add(user)
-        await uow.commit()
-    return [str(u.id) for u in users]
 
 
 async def test_published_rows_are_purged_after_the_retention_period(
@@ -273,7 +266,9 @@ async def test_published_rows_are_purged_after_the_retention_period(
     task = asyncio.create_task(relay.run())
     try:
         await consumer.wait_for(20, set(ids))
-        unpublished = await make_backlog_named(clean_db, 5)  # written now: kept until published and aged
+        unpublished = await make_backlog(
+            clean_db, 5, prefix="m"
+        )  # written now: kept until published and aged
         async with asyncio.timeout(10):
             while await outbox_ids(clean_db, published=True):
                 await asyncio.sleep(0.1)
