@@ -106,12 +106,13 @@ class OutboxRelay:
             try:
                 await self._session()
             except Exception as exc:  # the relay outlives every failure of a session, expected or not
-                if not isinstance(exc, _RETRYABLE):
-                    log.warning("outbox relay session failed unexpectedly", exc_info=exc)
                 if isinstance(exc, aio_pika.exceptions.AMQPError | PublishIncomplete):
                     self.status.broker = BrokerState.DOWN
                 delay = self._backoff.next()
-                log.warning("outbox relay interrupted", error=_describe(exc), retry_in_s=delay)
+                if isinstance(exc, _RETRYABLE):
+                    log.warning("outbox relay interrupted", error=_describe(exc), retry_in_s=delay)
+                else:
+                    log.warning("outbox relay failed unexpectedly", retry_in_s=delay, exc_info=exc)
                 await self._sleep(delay)
             finally:
                 self.status.active = False
