@@ -4,8 +4,9 @@ A raw ASGI callable over one asyncpg pool: no framework, no validation, no depen
 telemetry. It speaks to the service's own schema (run `user-service migrate` on its database first)
 with the service's own SQL:
 
-* POST /users/           one transaction: INSERT the user row, INSERT its outbox row whose payload is
-                         the CloudEvents 1.0 JSON envelope of `user.created` (UUIDv7 ids, as the service)
+* POST /users/           one statement, as the service writes it: the user row and, in a data-modifying
+                         WITH, its outbox row whose payload is the CloudEvents 1.0 JSON envelope of
+                         `user.created` (UUIDv7 ids, as the service)
 * GET /users/{id}        the service's read of one row by primary key
 * GET /users/@{username} the live user by lower(username)
 * GET /users/?offset&limit&order&deleted   the service's page query on (created_at, id)
@@ -44,11 +45,10 @@ PAGES = {
     for order in ("ASC", "DESC")
     for deleted, where in FILTERS.items()
 }
-INSERT_USER = (
-    "INSERT INTO users (id, username, first_name, last_name, middle_name) VALUES ($1, $2, $3, $4, $5)"
-)
-INSERT_OUTBOX = (
-    "INSERT INTO outbox (id, type, aggregate_id, payload, traceparent) VALUES ($1, $2, $3, $4::jsonb, $5)"
+CREATE = (
+    "WITH written AS (INSERT INTO users (id, username, first_name, last_name, middle_name) "
+    "VALUES ($1, $2, $3, $4, $5)) "
+    "INSERT INTO outbox (id, type, aggregate_id, payload, traceparent) VALUES ($6, $7, $8, $9::jsonb, $10)"
 )
 
 JSON = [(b"content-type", b"application/json")]
@@ -58,6 +58,10 @@ NOT_FOUND = orjson.dumps({"title": "Not Found", "status": 404})
 CONFLICT = orjson.dumps({"title": "Conflict", "status": 409})
 
 pool: asyncpg.Pool | None = None
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    return None
 
 
 def uuid7() -> uuid.UUID:
@@ -126,11 +130,19 @@ async def create_user(receive: Any, send: Any) -> None:
     ).decode()
     assert pool is not None
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                INSERT_USER, user_id, data["username"], data["first_name"], data["last_name"], middle_name
-            )
-            await conn.execute(INSERT_OUTBOX, event_id, "user.created", user_id, envelope, None)
+        await pool.execute(
+            CREATE,
+            user_id,
+            data["username"],
+            data["first_name"],
+            data["last_name"],
+            middle_name,
+            event_id,
+            "user.created",
+            user_id,
+            envelope,
+            None,
+        )
     except asyncpg.UniqueViolationError:
         await respond(send, 409, CONFLICT, PROBLEM)
         return
@@ -161,7 +173,8 @@ async def lifespan(receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             dsn = os.environ["FLOOR_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
-            pool = await asyncpg.create_pool(dsn, min_size=POOL_MIN, max_size=POOL_MAX)
+            # Released connections are not reset (a round trip): nothing here changes session state.
+            pool = await asyncpg.create_pool(dsn, min_size=POOL_MIN, max_size=POOL_MAX, reset=_keep_session)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if pool is not None:

@@ -128,13 +128,13 @@ async def test_a_create_is_one_trace_request_sql_publish_and_consumer(
     assert server.resource["service.version"] == "1.0.0"
     assert server.resource["deployment.environment"] == "test"
     sql = [s for s in spans if s.kind == CLIENT and s.attributes.get("db.system") == "postgresql"]
-    statements = [s.attributes.get("db.statement", s.name) for s in sql]
-    assert any("INSERT INTO users" in st for st in statements), statements
-    assert any("INSERT INTO outbox" in st for st in statements), statements
     assert all(s.parent_span_id == server.span_id for s in sql)
-    operations = {s.attributes["db.operation.name"] for s in sql}
-    assert {"BEGIN", "INSERT", "COMMIT"} <= operations, operations  # span metrics by statement type
-    assert len(statements) == len({s.span_id for s in sql})  # one span per statement, not doubled
+    # A create is one statement: the user's row and its outbox row, atomic without a transaction.
+    (write,) = sql
+    statement = write.attributes["db.statement"]
+    assert "INSERT INTO users" in statement
+    assert "INSERT INTO outbox" in statement
+    assert write.name == write.attributes["db.operation.name"] == "INSERT"  # span metrics by statement type
     (publish,) = [s for s in spans if s.kind == PRODUCER]
     assert publish.name == "users publish"
     envelopes = await consumer.wait_for(1, {user_id})
@@ -243,3 +243,26 @@ def test_several_workers_add_up(database_url: str, clean_db: Database, tmp_path:
             assert value(samples, "user_service_build_info", version="1.0.0") == 1
         writers = {f.stem.rsplit("_", 1)[-1] for f in tmp_path.glob("histogram_*.db")}
         assert len(writers) == 2, writers  # both worker processes served requests
+
+
+def test_a_change_traces_each_statement_of_its_transaction(
+    service: ServiceProcess, receiver: OtlpReceiver, clean_db: Database
+) -> None:
+    user_id = create(service, "renamed").json()["id"]
+    trace_id = uuid.uuid4().hex
+    response = httpx.put(
+        f"{service.url}/users/{user_id}/username",
+        json={"username": "renamed_again"},
+        headers={"traceparent": f"00-{trace_id}-{'2' * 16}-01"},
+    )
+    assert response.status_code == 200
+
+    def statements() -> list[ReceivedSpan] | None:
+        spans = receiver.trace(trace_id)
+        sql = [s for s in spans if s.kind == CLIENT]
+        return sql if len(sql) == 4 and any(s.kind == SERVER for s in spans) else None
+
+    sql = wait_for(statements)
+    assert sorted(s.attributes["db.operation.name"] for s in sql) == ["BEGIN", "COMMIT", "SELECT", "UPDATE"]
+    (update,) = [s for s in sql if s.attributes["db.operation.name"] == "UPDATE"]
+    assert "INSERT INTO outbox" in update.attributes["db.statement"]  # the change and its event together

@@ -1,14 +1,19 @@
-"""The write side: a unit of work over one asyncpg transaction, and the user repository inside it.
+"""The write side: a unit of work over one asyncpg connection, and the user repository inside it.
 
-The repository remembers every aggregate it handed out or was given; at commit the unit of work
-writes their changes and, in the same transaction, one outbox row per domain event. A statement
-trigger on the outbox sends NOTIFY, which PostgreSQL delivers only if the transaction commits.
+The repository remembers every aggregate it handed out or was given; at commit the unit of work writes
+each changed aggregate together with one outbox row per domain event in ONE statement (a data-modifying
+`WITH`), so the change and its events are atomic even without an explicit transaction. A transaction is
+begun only when it is needed: when the repository reads an aggregate to change it (the row lock orders a
+user's changes, and so its events), or when more than one statement must commit together. A create is so
+one round trip, a change four (BEGIN, SELECT … FOR UPDATE, the write, COMMIT). A statement trigger on the
+outbox sends NOTIFY, which PostgreSQL delivers only once the change has committed.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from uuid import UUID
 
 import asyncpg
@@ -30,9 +35,7 @@ _UPDATE = (
     "UPDATE users SET username = $2, first_name = $3, last_name = $4, middle_name = $5, deleted_at = $6 "
     "WHERE id = $1"
 )
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (id, type, aggregate_id, payload, traceparent) VALUES ($1, $2, $3, $4::jsonb, $5)"
-)
+_OUTBOX_COLUMNS = 5  # id, type, aggregate_id, payload, traceparent
 
 CommitObserver = Callable[[Sequence[UserEvent]], None]
 TraceparentSource = Callable[[], str | None]
@@ -52,9 +55,28 @@ def _to_user(row: asyncpg.Record) -> User:
     )
 
 
+@functools.cache
+def _write_with_events(write: str, write_args: int, events: int) -> str:
+    """`WITH written AS (<write>) INSERT INTO outbox …`: the aggregate's write and its outbox rows."""
+    values = ", ".join(
+        "({})".format(
+            ", ".join(
+                f"${write_args + i * _OUTBOX_COLUMNS + c + 1}{'::jsonb' if c == 3 else ''}"
+                for c in range(_OUTBOX_COLUMNS)
+            )
+        )
+        for i in range(events)
+    )
+    # Constant fragments only: every value is a parameter.
+    return (
+        f"WITH written AS ({write}) "  # noqa: S608
+        f"INSERT INTO outbox (id, type, aggregate_id, payload, traceparent) VALUES {values}"
+    )
+
+
 class PostgresUserRepository:
-    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
-        self._conn = conn
+    def __init__(self, uow: "PostgresUnitOfWork") -> None:
+        self._uow = uow
         self.seen: dict[UUID, User] = {}
         self.new: set[UUID] = set()
 
@@ -63,45 +85,29 @@ class PostgresUserRepository:
         self.new.add(user.id)
 
     async def get(self, user_id: UUID) -> User | None:
+        """The user, locked until the unit of work ends, so its changes (and events) are in commit order."""
         if user_id in self.seen:
             return self.seen[user_id]
-        row = await self._conn.fetchrow(_SELECT_FOR_UPDATE, user_id)
+        conn = await self._uow.in_transaction()
+        row = await conn.fetchrow(_SELECT_FOR_UPDATE, user_id)
         if row is None:
             return None
         user = _to_user(row)
         self.seen[user_id] = user
         return user
 
-    async def flush(self, user: User) -> None:
-        """Write the aggregate's state; a broken uniqueness rule comes back as its domain error."""
+    def write(self, user: User) -> tuple[str, list[Any]]:
+        """The statement and arguments that write the aggregate's state."""
         name = user.full_name
         middle = None if name.middle is None else name.middle.value
-        try:
-            if user.id in self.new:
-                await self._conn.execute(
-                    _INSERT, user.id, user.username.value, name.first.value, name.last.value, middle
-                )
-                self.new.discard(user.id)
-            else:
-                await self._conn.execute(
-                    _UPDATE,
-                    user.id,
-                    user.username.value,
-                    name.first.value,
-                    name.last.value,
-                    middle,
-                    user.deleted_at,
-                )
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == tables.USERS_PK:
-                raise UserIdTaken(user.id) from exc
-            if exc.constraint_name == tables.USERS_LIVE_USERNAME:
-                raise UsernameTaken(user.username.value) from exc
-            raise
+        if user.id in self.new:
+            return _INSERT, [user.id, user.username.value, name.first.value, name.last.value, middle]
+        args = [user.id, user.username.value, name.first.value, name.last.value, middle, user.deleted_at]
+        return _UPDATE, args
 
 
 class PostgresUnitOfWork:
-    """One per request. Enter: a connection and a transaction; leave without commit: rollback."""
+    """One per request. Enter: a connection; leave without commit: whatever was begun is rolled back."""
 
     users: PostgresUserRepository
 
@@ -116,17 +122,12 @@ class PostgresUnitOfWork:
         self._traceparent = traceparent
         self._conn_cm = db.connection()
         self._tx: asyncpg.transaction.Transaction | None = None
+        self._open = False
 
     async def __aenter__(self) -> Self:
-        conn = await self._conn_cm.__aenter__()
-        try:
-            self._tx = conn.transaction()
-            await self._tx.start()
-        except BaseException as exc:
-            await self._conn_cm.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._conn = conn
-        self.users = PostgresUserRepository(conn)
+        self._conn = await self._conn_cm.__aenter__()
+        self._open = True
+        self.users = PostgresUserRepository(self)
         return self
 
     async def __aexit__(
@@ -139,28 +140,49 @@ class PostgresUnitOfWork:
             pass
         finally:
             self._tx = None
+            self._open = False
             await self._conn_cm.__aexit__(exc_type, exc, tb)
 
-    async def commit(self) -> None:
+    async def in_transaction(self) -> asyncpg.pool.PoolConnectionProxy:
+        """The connection, inside a transaction begun now if none is."""
         if self._tx is None:
+            self._tx = self._conn.transaction()
+            await self._tx.start()
+        return self._conn
+
+    async def commit(self) -> None:
+        if not self._open:
             raise RuntimeError("commit outside the unit of work, or twice")
-        events: list[UserEvent] = []
-        rows: list[tuple[UUID, str, UUID, str, str | None]] = []
         traceparent = self._traceparent() if self._traceparent else None
         now = datetime.now(UTC)
-        for user in self.users.seen.values():
-            if not user.events:
-                continue
-            await self.users.flush(user)
+        changed = [user for user in self.users.seen.values() if user.events]
+        if len(changed) > 1:
+            await self.in_transaction()
+        events: list[UserEvent] = []
+        for user in changed:
             view = UserView.of(user)
-            for event in user.pull_events():
-                events.append(event)
-                rows.append((event.event_id, event.type, user.id, cloud_event(event, view, now), traceparent))
-        if len(rows) == 1:
-            await self._conn.execute(_INSERT_OUTBOX, *rows[0])
-        elif rows:
-            await self._conn.executemany(_INSERT_OUTBOX, rows)
-        await self._tx.commit()
-        self._tx = None
+            user_events = user.pull_events()
+            write, args = self.users.write(user)
+            statement = _write_with_events(write, len(args), len(user_events))
+            for event in user_events:
+                args += [event.event_id, event.type, user.id, cloud_event(event, view, now), traceparent]
+            await self._execute(user, statement, args)
+            self.users.new.discard(user.id)
+            events.extend(user_events)
+        if self._tx is not None:
+            await self._tx.commit()
+            self._tx = None
+        self._open = False
         if self._on_commit is not None and events:
             self._on_commit(events)
+
+    async def _execute(self, user: User, statement: str, args: list[Any]) -> None:
+        """Run one write; a broken uniqueness rule comes back as its domain error, by constraint name."""
+        try:
+            await self._conn.execute(statement, *args)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == tables.USERS_PK:
+                raise UserIdTaken(user.id) from exc
+            if exc.constraint_name == tables.USERS_LIVE_USERNAME:
+                raise UsernameTaken(user.username.value) from exc
+            raise

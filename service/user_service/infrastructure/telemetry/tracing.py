@@ -5,6 +5,7 @@ The standard OTEL_* variables (sampler, headers, endpoint per signal) are read b
 """
 
 import os
+import re
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -21,11 +22,24 @@ _provider: TracerProvider | None = None
 class SqlOperationName(SpanProcessor):
     """Adds `db.operation.name` (SELECT, INSERT, BEGIN, ...) to the asyncpg spans, for span metrics by
     statement type; the instrumentation names the span by the statement's first word but sets no such
-    attribute."""
+    attribute. A data-modifying `WITH` is named by its first statement: the aggregate's write (INSERT,
+    UPDATE) that its outbox rows accompany."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if span.attributes and span.attributes.get("db.system") == "postgresql":
-            span.set_attribute("db.operation.name", span.name.rstrip(";").upper())
+        if not span.attributes or span.attributes.get("db.system") != "postgresql":
+            return
+        operation = span.name.rstrip(";").upper()
+        if operation == "WITH":
+            first = _FIRST_STATEMENT.match(str(span.attributes.get("db.statement", "")))
+            if first:
+                operation = first.group(1).upper()
+                span.update_name(operation)
+        span.set_attribute("db.operation.name", operation)
+
+
+_FIRST_STATEMENT = re.compile(
+    r"\s*WITH\s+\w+\s+AS\s*\(\s*(INSERT|UPDATE|DELETE|SELECT|MERGE)\b", re.IGNORECASE
+)
 
 
 def configure_tracing(environment: str, exporter: SpanExporter | None = None) -> TracerProvider:
