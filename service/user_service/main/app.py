@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from dishka import Provider, make_async_container
-from dishka.integrations.fastapi import setup_dishka
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -17,6 +16,7 @@ from user_service.main.ioc import providers
 from user_service.main.relay import BackgroundRelay, make_relay
 from user_service.main.settings import LogFormat, Settings, load_settings
 from user_service.presentation.http import docs, health, problems, users
+from user_service.presentation.http.injection import use_container
 from user_service.presentation.http.middleware import RequestMiddleware, answer_liveness
 
 MAX_BODY_SIZE = 64 * 1024
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     docs.install(app)
     app.include_router(health.router)
     app.include_router(users.router)
-    setup_dishka(container, app)
+    use_container(app, container)
     app.add_middleware(RequestMiddleware, telemetry=settings.telemetry_enabled, max_body_size=MAX_BODY_SIZE)
     return app
 

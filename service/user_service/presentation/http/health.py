@@ -1,6 +1,6 @@
 """Liveness, readiness and the metrics endpoint."""
 
-from dishka.integrations.fastapi import DishkaRoute, FromDishka
+from dishka import FromDishka
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -9,10 +9,11 @@ from user_service.infrastructure.db.database import Database
 from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry import metrics
 from user_service.presentation.http import json
+from user_service.presentation.http.injection import InjectedRoute
 from user_service.presentation.http.problems import ERRORS, problem, responses
 from user_service.presentation.http.schemas import Health, Readiness
 
-router = APIRouter(route_class=DishkaRoute, tags=["health"])
+router = APIRouter(route_class=InjectedRoute, tags=["health"])
 _HEALTHY = json.JSON({"status": "ok"})
 
 

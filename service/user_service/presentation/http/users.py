@@ -3,7 +3,7 @@
 from typing import Annotated
 from uuid import UUID
 
-from dishka.integrations.fastapi import DishkaRoute, FromDishka
+from dishka import FromDishka
 from fastapi import APIRouter, Path, Query, status
 
 from user_service.application.commands.change_full_name import ChangeFullName, ChangeFullNameHandler
@@ -16,6 +16,7 @@ from user_service.application.queries.get_user_by_username import GetUserByUsern
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
 from user_service.domain.values import USERNAME_MAX
 from user_service.presentation.http import json
+from user_service.presentation.http.injection import InjectedRoute
 from user_service.presentation.http.problems import responses
 from user_service.presentation.http.schemas import (
     USERNAME_PATTERN,
@@ -26,7 +27,7 @@ from user_service.presentation.http.schemas import (
     UserOut,
 )
 
-router = APIRouter(prefix="/users", tags=["users"], route_class=DishkaRoute)
+router = APIRouter(prefix="/users", tags=["users"], route_class=InjectedRoute)
 UserId = Annotated[UUID, Path(description="The user's id.")]
 
 
