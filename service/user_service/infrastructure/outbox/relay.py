@@ -4,8 +4,10 @@
   wait and take over within seconds when that connection dies with its process.
 - It wakes on the NOTIFY sent by each committing transaction, and polls as a fallback.
 - It publishes on a channel with publisher confirms and marks a row published only after the broker
-  confirmed it (and every row before it). A failure leaves the rest for the next attempt, after an
-  exponential backoff capped at a few seconds; a row may so be delivered twice, never zero times.
+  confirmed it. A user's next event is published only after the previous one was confirmed (`_waves`),
+  so an event the broker rejects never lands behind a later event of its user. A failure leaves the
+  rest for the next attempt, after an exponential backoff capped at a few seconds; a row may so be
+  delivered twice, never zero times.
 - Published rows are deleted after the retention period.
 """
 
@@ -34,7 +36,7 @@ tracer = trace.get_tracer("user_service.outbox")
 EXCHANGE = "users"
 LOCK_KEY = 0x75736572  # "user": the advisory lock that elects the active relay
 _PENDING = (
-    "SELECT position, id, type, payload::text AS payload, traceparent, created_at "
+    "SELECT position, id, type, aggregate_id, payload::text AS payload, traceparent, created_at "
     "FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1"
 )
 _MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE position = ANY($1::bigint[])"
@@ -181,23 +183,27 @@ class OutboxRelay:
         if not rows:
             return 0
         started = time.perf_counter()
-        # One channel keeps the order of publishes; confirms may come back in any order.
-        results = await asyncio.gather(
-            *(self._publish(exchange, row) for row in rows), return_exceptions=True
-        )
-        confirmed: list[int] = []
-        for row, result in zip(rows, results, strict=True):
-            if isinstance(result, BaseException):
-                break
-            confirmed.append(row["position"])
+        confirmed: list[asyncpg.Record] = []
+        failures: list[BaseException] = []
+        for wave in _waves(rows):
+            # One channel keeps the order of publishes; confirms may come back in any order.
+            results = await asyncio.gather(
+                *(self._publish(exchange, row) for row in wave), return_exceptions=True
+            )
+            for row, result in zip(wave, results, strict=True):
+                if isinstance(result, BaseException):
+                    failures.append(result)
+                else:
+                    confirmed.append(row)
+            if failures:
+                break  # the later waves hold later events of users whose event just failed
         if confirmed:
-            await conn.execute(_MARK, confirmed)
+            await conn.execute(_MARK, [row["position"] for row in confirmed])
             now = datetime.now(UTC)
-            for row in rows[: len(confirmed)]:
+            for row in confirmed:
                 metrics.OUTBOX_PUBLISHED.labels(row["type"]).inc()
                 metrics.OUTBOX_COMMIT_TO_CONFIRM.observe((now - row["created_at"]).total_seconds())
         metrics.OUTBOX_PUBLISH_DURATION.observe(time.perf_counter() - started)
-        failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             metrics.OUTBOX_FAILURES.inc(len(rows) - len(confirmed))
             raise PublishIncomplete(
@@ -238,6 +244,25 @@ class OutboxRelay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
+
+
+def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
+    """The batch in waves that hold at most one event per user, each in commit order.
+
+    A wave is published only once the one before it is confirmed in full. An event the broker rejects
+    (or never confirms) therefore has no later event of its user already on the broker: it is published
+    again, and its user's later events after it, on the next attempt. In the usual batch, one event per
+    user, there is one wave.
+    """
+    waves: list[list[asyncpg.Record]] = []
+    seen: dict[object, int] = {}
+    for row in rows:
+        index = seen.get(row["aggregate_id"], 0)
+        seen[row["aggregate_id"]] = index + 1
+        if index == len(waves):
+            waves.append([])
+        waves[index].append(row)
+    return waves
 
 
 def _describe(exc: BaseException) -> str:
