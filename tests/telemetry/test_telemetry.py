@@ -152,6 +152,24 @@ def test_health_and_metrics_are_not_traced(service: ServiceProcess, receiver: Ot
     assert [s for s in receiver.trace(trace_id) if s.kind == SERVER] == []
 
 
+def test_sql_outside_a_traced_request_makes_no_span(service: ServiceProcess, receiver: OtlpReceiver) -> None:
+    """The relay polls every 0.2 s, readiness pings and scrapes count rows: none of it becomes a trace."""
+    for _ in range(3):
+        assert httpx.get(f"{service.url}/healthcheck/ready").status_code == 200
+        assert httpx.get(f"{service.url}/metrics").status_code == 200
+    trace_id = uuid.uuid4().hex
+    assert create(service, "marker", traceparent=f"00-{trace_id}-{'3' * 16}-01").status_code == 201
+    wait_for(lambda: [s for s in receiver.trace(trace_id) if s.kind == SERVER])  # the last span to end
+    time.sleep(0.3)  # and the relay polled and published meanwhile
+    with receiver._lock:  # a consistent copy of everything received
+        spans = list(receiver.spans)
+    by_id = {s.span_id: s for s in spans}
+    sql = [s for s in spans if s.kind == CLIENT and s.attributes.get("db.system") == "postgresql"]
+    assert sql  # the requests of this module did trace their statements
+    orphans = [s.name for s in sql if by_id.get(s.parent_span_id) is None]
+    assert orphans == []
+
+
 def scrape(
     url: str, client: httpx.Client | None = None
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 from dishka import Provider, Scope, from_context, provide
 
 from user_service.application.commands.change_full_name import ChangeFullNameHandler
@@ -17,6 +18,7 @@ from user_service.infrastructure.db.reader import PostgresUserReader
 from user_service.infrastructure.db.unit_of_work import PostgresUnitOfWork
 from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry.metrics import count_committed
+from user_service.infrastructure.telemetry.sql import TracedConnection
 from user_service.infrastructure.telemetry.tracing import current_traceparent
 from user_service.main.settings import Settings
 
@@ -36,6 +38,7 @@ class InfrastructureProvider(Provider):
                 acquire_timeout=settings.db_pool_timeout,
                 connect_timeout=settings.db_connect_timeout,
                 statement_timeout=settings.db_statement_timeout,
+                connection_class=TracedConnection if settings.telemetry_enabled else asyncpg.Connection,
             )
         )
         await db.open()

@@ -45,6 +45,7 @@ class PoolSettings:
     acquire_timeout: float = 1.5
     connect_timeout: float = 1.0
     statement_timeout: float = 5.0
+    connection_class: type[asyncpg.Connection] = asyncpg.Connection
 
 
 class Database:
@@ -69,6 +70,7 @@ class Database:
             command_timeout=s.statement_timeout,
             server_settings={"application_name": "user-service"},
             reset=_keep_session,
+            connection_class=s.connection_class,
         )
         await self.warm_up()
 

@@ -1,0 +1,77 @@
+"""SQL statement spans: named by statement type, children of a recording span only, errors marked."""
+
+import asyncpg
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
+
+from user_service.infrastructure.telemetry import sql
+from user_service.infrastructure.telemetry.sql import TracedConnection, operation_name
+
+
+class Collect(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: object) -> SpanExportResult:
+        self.spans.extend(spans)  # type: ignore[arg-type]
+        return SpanExportResult.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("SELECT id FROM users WHERE id = $1", "SELECT"),
+        ("  insert into users VALUES ($1)", "INSERT"),
+        ("BEGIN;", "BEGIN"),
+        ("COMMIT", "COMMIT"),
+        ("WITH w AS (INSERT INTO users VALUES ($1) RETURNING id) INSERT INTO outbox SELECT 1", "INSERT"),
+        ("with w as ( update users set x = 1 returning id ) insert into outbox select 1", "UPDATE"),
+        ("WITH recent AS (SELECT 1) SELECT * FROM recent", "SELECT"),
+        ("", "SQL"),
+    ],
+)
+def test_the_operation_name_is_the_statement_type(query: str, name: str) -> None:
+    assert operation_name(query) == name
+
+
+@pytest.fixture
+def tracing(monkeypatch: pytest.MonkeyPatch) -> tuple[TracerProvider, Collect]:
+    provider, exported = TracerProvider(), Collect()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    monkeypatch.setattr(sql, "_tracer", provider.get_tracer("test"))
+    return provider, exported
+
+
+async def test_statements_are_children_of_the_recording_span_and_errors_are_marked(
+    database_url: str, tracing: tuple[TracerProvider, Collect]
+) -> None:
+    provider, exported = tracing
+    conn = await asyncpg.connect(database_url, connection_class=TracedConnection)
+    try:
+        await conn.fetchval("SELECT 1")  # no span around it: no span of its own
+        assert exported.spans == []
+        with provider.get_tracer("test").start_as_current_span("request") as request:
+            assert await conn.fetchrow("SELECT $1::int AS n", 7) == (7,)
+            await conn.execute("SELECT 1")
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await conn.fetch("SELECT * FROM no_such_table")
+    finally:
+        await conn.close()
+    statements = [s for s in exported.spans if s.name != "request"]
+    assert [s.name for s in statements] == ["SELECT", "SELECT", "SELECT"]
+    for span in statements:
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is not None
+        assert span.parent.span_id == request.get_span_context().span_id
+        assert span.attributes is not None
+        assert span.attributes["db.system"] == "postgresql"
+        assert span.attributes["db.operation.name"] == "SELECT"
+        assert span.attributes["net.peer.name"]  # a host, or the socket's path
+    assert statements[0].attributes is not None
+    assert statements[0].attributes["db.statement"] == "SELECT $1::int AS n"
+    unset, error = StatusCode.UNSET, StatusCode.ERROR
+    assert [s.status.status_code for s in statements] == [unset, unset, error]
+    assert statements[2].attributes is not None
+    assert statements[2].attributes["error.type"] == "UndefinedTableError"
