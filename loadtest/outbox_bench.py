@@ -2,7 +2,7 @@
 
     uv run python loadtest/outbox_bench.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
                                            [--broker amqp://guest:guest@127.0.0.1:5672/] [--rate 200]
-                                           [--seconds 15] [--backlog 10000]
+                                           [--seconds 15] [--backlog 10000] [--events-per-user 4]
 
 Creates a fresh database on the given server, migrates it, and runs the service's own unit of work and
 relay in this process against the real broker (a queue bound to the `users` exchange drains the messages).
@@ -11,6 +11,8 @@ relay in this process against the real broker (a queue bound to the `users` exch
    written in the committing transaction, and marked only after the broker confirmed it).
 2. Backlog: --backlog events are committed with the relay stopped; the relay then starts and the time
    until the last one is confirmed gives its throughput.
+3. The same with --events-per-user events of each user in a row: a user's next event is published only
+   once the previous one is confirmed, so this is the relay's slowest shape.
 Prints a markdown table; the database is dropped at the end.
 """
 
@@ -64,6 +66,19 @@ async def drain(broker: str) -> tuple[aio_pika.abc.AbstractConnection, list[int]
     return connection, received
 
 
+async def drain_backlog(db: Database, settings: RelaySettings) -> float:
+    """Seconds the relay takes, from its start, to publish every pending event."""
+    relay = OutboxRelay(settings)
+    started = time.perf_counter()
+    task = asyncio.create_task(relay.run())
+    while await pending(db):
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    relay.stop()
+    await task
+    return elapsed
+
+
 async def run(args: argparse.Namespace) -> None:
     name = f"outbox_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.dsn)
@@ -110,14 +125,21 @@ async def run(args: argparse.Namespace) -> None:
                 for user in users:
                     uow.users.add(user)
                 await uow.commit()
-        relay = OutboxRelay(settings)
-        started = time.perf_counter()
-        task = asyncio.create_task(relay.run())
-        while await pending(db):
-            await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
-        relay.stop()
-        await task
+        elapsed = await drain_backlog(db, settings)
+
+        # 3. Backlog of users with several events each, in a row (a user's next event waits for the
+        #    confirm of the previous one, so this is the relay's slowest case).
+        async with db.connection() as conn:
+            await conn.execute("DELETE FROM outbox")
+            await conn.execute(
+                "INSERT INTO outbox (id, type, aggregate_id, payload) "
+                "SELECT gen_random_uuid(), 'user.username_changed', u.id, '{}'::jsonb "
+                "FROM (SELECT gen_random_uuid() AS id, g FROM generate_series(1, $1) g) u, "
+                "generate_series(1, $2) e ORDER BY u.g, e",
+                args.backlog // args.events_per_user,
+                args.events_per_user,
+            )
+        elapsed_in_a_row = await drain_backlog(db, settings)
         await consumer.close()
         await db.close()
         print(f"| steady rate | {args.rate}/s for {args.seconds} s ({count} events) |")
@@ -126,6 +148,11 @@ async def run(args: argparse.Namespace) -> None:
         print(f"| commit-to-confirm max | {mx:.1f} ms |")
         print(
             f"| backlog | {args.backlog} events in {elapsed:.2f} s: {args.backlog / elapsed:.0f} events/s |"
+        )
+        in_a_row = args.backlog // args.events_per_user * args.events_per_user
+        print(
+            f"| backlog, {args.events_per_user} events per user in a row | {in_a_row} events in "
+            f"{elapsed_in_a_row:.2f} s: {in_a_row / elapsed_in_a_row:.0f} events/s |"
         )
         print(f"| messages received | {received[0]} |")
     finally:
@@ -141,6 +168,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--backlog", type=int, default=10000)
+    parser.add_argument("--events-per-user", type=int, default=4, help="in the backlog of users' changes")
     asyncio.run(run(parser.parse_args()))
 
 

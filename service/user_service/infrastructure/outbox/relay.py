@@ -4,7 +4,7 @@
   wait and take over within seconds when that connection dies with its process.
 - It wakes on the NOTIFY sent by each committing transaction, and polls as a fallback.
 - It publishes on a channel with publisher confirms and marks a row published only after the broker
-  confirmed it. A user's next event is published only after the previous one was confirmed (`_waves`),
+  confirmed it. A user's next event is published only after the previous one was confirmed (`_by_user`),
   so an event the broker rejects never lands behind a later event of its user. A failure leaves the
   rest for the next attempt, after an exponential backoff capped at a few seconds; a row may so be
   delivered twice, never zero times.
@@ -184,19 +184,17 @@ class OutboxRelay:
             return 0
         started = time.perf_counter()
         confirmed: list[asyncpg.Record] = []
-        failures: list[BaseException] = []
-        for wave in _waves(rows):
-            # One channel keeps the order of publishes; confirms may come back in any order.
-            results = await asyncio.gather(
-                *(self._publish(exchange, row) for row in wave), return_exceptions=True
-            )
-            for row, result in zip(wave, results, strict=True):
-                if isinstance(result, BaseException):
-                    failures.append(result)
-                else:
-                    confirmed.append(row)
-            if failures:
-                break  # the later waves hold later events of users whose event just failed
+
+        async def publish_in_order(events: list[asyncpg.Record]) -> None:
+            for row in events:  # a user's next event only once the broker confirmed the previous one
+                await self._publish(exchange, row)
+                confirmed.append(row)
+
+        # One channel, every user's events at once; each user's in commit order.
+        results = await asyncio.gather(
+            *(publish_in_order(events) for events in _by_user(rows)), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
         if confirmed:
             await conn.execute(_MARK, [row["position"] for row in confirmed])
             now = datetime.now(UTC)
@@ -246,23 +244,17 @@ class OutboxRelay:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
 
-def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
-    """The batch in waves that hold at most one event per user, each in commit order.
+def _by_user(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
+    """The batch's events per user, each list in commit order.
 
-    A wave is published only once the one before it is confirmed in full. An event the broker rejects
-    (or never confirms) therefore has no later event of its user already on the broker: it is published
-    again, and its user's later events after it, on the next attempt. In the usual batch, one event per
-    user, there is one wave.
+    An event the broker rejects (or never confirms) so has no later event of its user on the broker: it is
+    published again, and its user's later events after it, on the next attempt; the other users' events
+    go on meanwhile.
     """
-    waves: list[list[asyncpg.Record]] = []
-    seen: dict[object, int] = {}
+    users: dict[object, list[asyncpg.Record]] = {}
     for row in rows:
-        index = seen.get(row["aggregate_id"], 0)
-        seen[row["aggregate_id"]] = index + 1
-        if index == len(waves):
-            waves.append([])
-        waves[index].append(row)
-    return waves
+        users.setdefault(row["aggregate_id"], []).append(row)
+    return list(users.values())
 
 
 def _describe(exc: BaseException) -> str:
