@@ -283,6 +283,7 @@ async def test_published_rows_are_purged_after_the_retention_period(
             while await outbox_ids(clean_db, published=True):
                 await asyncio.sleep(0.1)
         await consumer.wait_for(5, set(unpublished))
+        await outbox_drained(clean_db)  # delivered, then confirmed and marked
     finally:
         relay.stop()
         await task
