@@ -3,15 +3,16 @@
 The API and the published events share the representation, so they cannot drift apart.
 """
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from user_service.domain.user import User
 
 
-@dataclass(frozen=True, slots=True)
-class UserView:
+class UserView(NamedTuple):
+    """Immutable; a named tuple because a page of users builds a hundred of them per request, at a quarter
+    of a frozen dataclass's cost."""
+
     id: UUID
     username: str
     first_name: str
