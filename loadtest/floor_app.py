@@ -22,6 +22,7 @@ Needs asyncpg, orjson and uvicorn[standard]: the service's own dependencies.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 import uuid
@@ -175,6 +176,10 @@ async def lifespan(receive: Any, send: Any) -> None:
             dsn = os.environ["FLOOR_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
             # Released connections are not reset (a round trip): nothing here changes session state.
             pool = await asyncpg.create_pool(dsn, min_size=POOL_MIN, max_size=POOL_MAX, reset=_keep_session)
+            # The service's garbage collector setting (user_service.main.app.settle_garbage_collector).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(10_000, *gc.get_threshold()[1:])
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if pool is not None:
