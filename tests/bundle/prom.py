@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .support import PROMETHEUS_CONFIG, compose_config, load_yaml, require_tool
+from tests.support.required import require_tool
+
+from .support import PROMETHEUS_CONFIG, compose_config, load_yaml
 
 T = TypeVar("T")
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,19 +30,6 @@ COMPOSE_SPEC_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compos
 
 # Services that run once and exit; every other service runs for good and has a healthcheck.
 ONE_SHOT_SERVICES = frozenset({"migrate", "volumes-init"})
-
-
-def require_tool(name: str, *fallbacks: str, install: str) -> str:
-    """The path of an executable; a failure when it is missing in CI (env CI set), a skip elsewhere."""
-    found = shutil.which(name)
-    if found is None:
-        found = next((path for path in fallbacks if os.access(path, os.X_OK)), None)
-    if found is not None:
-        return found
-    message = f"{name} is not installed ({install})"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}: CI must install it", pytrace=False)
-    pytest.skip(message)
 
 
 def load_yaml(path: Path) -> Any:

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from tests.support.required import require_tool
+
 from .support import (
     COMPOSE_FILE,
     COMPOSE_SPEC_SCHEMA,
@@ -22,7 +24,6 @@ from .support import (
     compose_defaults,
     compose_raw,
     env_example,
-    require_tool,
     service_volumes,
 )
 

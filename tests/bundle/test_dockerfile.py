@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from .support import DOCKERFILE, DOCKERIGNORE, REPO, compose_config, require_tool
+from tests.support.required import require_tool
+
+from .support import DOCKERFILE, DOCKERIGNORE, REPO, compose_config
 
 
 @dataclass

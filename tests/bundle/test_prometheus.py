@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.required import require_tool
+
 from .prom import compose_prometheus_flags, scrape_with_bundle_config
 from .support import (
     GRAFANA_DATASOURCES,
@@ -21,7 +23,6 @@ from .support import (
     bind_mount,
     compose_config,
     load_yaml,
-    require_tool,
 )
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -16,7 +16,6 @@ Grafana query editors (tests/dashboards/querycheck, a small Node program).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -27,6 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.required import in_ci, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
@@ -101,17 +102,6 @@ EXTERNAL_METRICS = frozenset(
         "traces_spanmetrics_latency_bucket",
     }
 )
-
-
-def in_ci() -> bool:
-    return bool(os.environ.get("CI"))
-
-
-def unavailable(message: str) -> None:
-    """A failure in CI, a skip elsewhere."""
-    if in_ci():
-        pytest.fail(f"{message} (CI must provide it)", pytrace=False)
-    pytest.skip(message)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ PromQL, LogQL and TraceQL are parsed by the lezer grammars Grafana's and Prometh
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.required import require_tool
 
 from .queries import (
     EXTERNAL_METRICS,
@@ -29,7 +30,6 @@ from .queries import (
     recorded_metric_labels,
     run_querycheck,
     service_metric_labels,
-    unavailable,
     variable_queries,
 )
 
@@ -234,9 +234,7 @@ def test_quantiles_keep_le(queries: list[PanelQuery]) -> None:
 
 def test_dashboard_promql_passes_prometheus_parser(queries: list[PanelQuery], tmp_path: Path) -> None:
     """Prometheus' own parser (promtool), which also checks function names and argument types."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        unavailable("promtool is not installed (apt-get install prometheus)")
+    promtool = require_tool("promtool", install="apt-get install prometheus")
     promql = [q for q in queries if q.language == "promql"] + [
         q for q in variable_queries() + annotation_queries() if q.language == "promql"
     ]

@@ -4,7 +4,6 @@ a description with its live value and a runbook link to an existing section of d
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from .queries import REPO, RULE_TESTS_DIR, RUNBOOKS, Rule, load_rules, rule_files, unavailable
+from tests.support.required import require_tool
+
+from .queries import REPO, RULE_TESTS_DIR, RUNBOOKS, Rule, load_rules, rule_files
 
 SEVERITIES = {"page", "ticket"}
 RULES = load_rules()
@@ -20,11 +21,7 @@ ALERTS = [r for r in RULES if r.kind == "alert"]
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        unavailable("promtool is not installed (apt-get install prometheus)")
-    assert found is not None
-    return found
+    return require_tool("promtool", install="apt-get install prometheus")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ A server that cannot be reached skips these tests, except in CI (CI set), where 
 """
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import pytest
 
 from tests.conftest import create_database, with_database
 from tests.support.fault_proxy import FaultProxy, Target
+from tests.support.required import unavailable
 from user_service.infrastructure.db import migrations
 
 
@@ -33,12 +33,6 @@ def proxy_target(server_url: str) -> Target:
     if socket_dir:
         return str(Path(socket_dir) / f".s.PGSQL.{port}")
     return (parts.hostname or "127.0.0.1", port)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL is required in CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +50,7 @@ def db_target(postgres_server: str) -> Target:
     try:
         asyncio.run(probe())
     except Exception as exc:
-        _unavailable(f"no PostgreSQL answers through a proxy to {target!r}: {exc!r}")
+        unavailable(f"no PostgreSQL answers through a proxy to {target!r}: {exc!r}")
     return target
 
 

@@ -1,0 +1,26 @@
+"""What a test needs from the machine (RabbitMQ, PostgreSQL, promtool, node, ...): when it is missing,
+the test skips with the reason on a developer's machine, and fails in CI (`CI` set), which must provide it."""
+
+import os
+import shutil
+from typing import NoReturn
+
+import pytest
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str) -> NoReturn:
+    if in_ci():
+        pytest.fail(f"{reason} (CI must provide it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str, *fallbacks: str, install: str) -> str:
+    """The path of an executable: on PATH, or at one of `fallbacks`."""
+    found = shutil.which(name) or next((path for path in fallbacks if os.access(path, os.X_OK)), None)
+    if found is None:
+        unavailable(f"{name} is not installed ({install})")
+    return found
