@@ -78,8 +78,12 @@ class OtlpReceiver:
             self.spans.extend(spans)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
+        return [s for s in self.received() if s.trace_id == trace_id]
+
+    def received(self) -> list[ReceivedSpan]:
+        """Every span received so far (a copy)."""
         with self._lock:
-            return [s for s in self.spans if s.trace_id == trace_id]
+            return list(self.spans)
 
     def __enter__(self) -> "OtlpReceiver":
         self._thread.start()
