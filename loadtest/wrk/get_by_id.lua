@@ -1,12 +1,6 @@
 -- GET /users/{id} of existing users: ids read from IDS_FILE (one a line), picked at random per request.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_no", threads)
-end
-
 local paths = {}
 function init(args)
   math.randomseed(os.time() + 7919 * (thread_no or 0))

@@ -3,12 +3,6 @@
 -- chooses the ids, as it does for most clients.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_no", threads)
-end
-
 local prefix, counter = "", 0
 function init(args)
   prefix = string.format("b%s_%d_", os.getenv("WRK_TAG") or string.format("%08x", os.time()), thread_no or 0)

@@ -1,4 +1,11 @@
--- Shared by the wrk scripts of loadtest/bench.py: one machine-readable line when the run is done.
+-- Shared by the wrk scripts of loadtest/bench.py: each thread's number (`thread_no`, from 1), and one
+-- machine-readable line when the run is done.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_no", threads)
+end
+
 -- status = responses with a status >= 400 (wrk counts no 3xx as errors); latencies in milliseconds.
 function done(summary, latency, requests)
   local e = summary.errors
