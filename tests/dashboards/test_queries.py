@@ -71,23 +71,24 @@ def test_every_query_has_a_known_language(queries: list[PanelQuery]) -> None:
     assert unknown == []
 
 
-def test_panel_queries_parse(queries: list[PanelQuery], checked: list[dict[str, Any]]) -> None:
-    failures = [
-        f"{q.where} ({q.language}): {describe_errors(q.rendered, r)}"
-        for q, r in zip(queries, checked, strict=True)
-        if not r["ok"]
+def unparsed(where_and_text: list[tuple[str, str]], results: list[dict[str, Any]]) -> list[str]:
+    """One line per query the grammar rejected: where it is, and the errors marked in its text."""
+    return [
+        f"{where}: {describe_errors(text, result)}"
+        for (where, text), result in zip(where_and_text, results, strict=True)
+        if not result["ok"]
     ]
+
+
+def test_panel_queries_parse(queries: list[PanelQuery], checked: list[dict[str, Any]]) -> None:
+    failures = unparsed([(f"{q.where} ({q.language})", q.rendered) for q in queries], checked)
     assert failures == [], "\n".join(failures)
 
 
 def test_variable_and_annotation_queries_parse(extra_queries: list[ExtraQuery]) -> None:
     assert extra_queries
     results = run_querycheck([(q.language, q.rendered) for q in extra_queries])
-    failures = [
-        f"{q.where}: {describe_errors(q.rendered, r)}"
-        for q, r in zip(extra_queries, results, strict=True)
-        if not r["ok"]
-    ]
+    failures = unparsed([(q.where, q.rendered) for q in extra_queries], results)
     assert failures == [], "\n".join(failures)
 
 
@@ -95,11 +96,7 @@ def test_rule_expressions_parse() -> None:
     rules = load_rules()
     assert rules
     results = run_querycheck([("promql", r.expr) for r in rules])
-    failures = [
-        f"{r.where}: {describe_errors(r.expr, res)}"
-        for r, res in zip(rules, results, strict=True)
-        if not res["ok"]
-    ]
+    failures = unparsed([(r.where, r.expr) for r in rules], results)
     assert failures == [], "\n".join(failures)
 
 
