@@ -348,7 +348,9 @@ class ApiUser(FastHttpUser):
 
 
 def pick_mine(user: ApiUser) -> tuple[str, dict[str, Any]] | None:
+    """One of the users this simulated client made; with none yet, it creates one instead (None)."""
     if not user.mine:
+        user.create()
         return None
     uid = random.choice(list(user.mine))
     return uid, user.mine[uid]
@@ -361,7 +363,6 @@ def create_user(user: ApiUser) -> None:
 def change_username(user: ApiUser) -> None:
     picked = pick_mine(user)
     if picked is None:
-        user.create()
         return
     uid, fields = picked
     sent = {"username": new_username()}
@@ -383,7 +384,6 @@ def change_username(user: ApiUser) -> None:
 def change_full_name(user: ApiUser) -> None:
     picked = pick_mine(user)
     if picked is None:
-        user.create()
         return
     uid, fields = picked
     sent = new_full_name()
@@ -405,7 +405,6 @@ def change_full_name(user: ApiUser) -> None:
 def delete_user(user: ApiUser) -> None:
     picked = pick_mine(user)
     if picked is None:
-        user.create()
         return
     uid, _ = picked
     with user.client.delete(f"/users/{uid}", name="/users/{user_id}", catch_response=True) as resp:
@@ -424,7 +423,6 @@ def expect_conflict(user: ApiUser) -> None:
     """Must be 409: a taken username (in another case), a taken id, a change to a deleted user."""
     picked = pick_mine(user)
     if picked is None:
-        user.create()
         return
     uid, fields = picked
     choice = random.randrange(3) if user.mine_deleted else random.randrange(2)
