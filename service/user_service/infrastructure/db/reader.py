@@ -7,14 +7,15 @@ import asyncpg
 from user_service.application.ports import Order
 from user_service.application.read_models import UserView
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.rows import VIEW_COLUMNS
 
-_COLUMNS = "id, username, first_name, last_name, middle_name, deleted_at IS NOT NULL AS deleted"
-_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - constant text, values are parameters
-_BY_USERNAME = f"SELECT {_COLUMNS} FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL"  # noqa: S608
+# Constant text built from the read model's fields (rows.VIEW_COLUMNS); every value is a parameter.
+_BY_ID = f"SELECT {VIEW_COLUMNS} FROM users WHERE id = $1"  # noqa: S608
+_BY_USERNAME = f"SELECT {VIEW_COLUMNS} FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL"  # noqa: S608
 _FILTERS = {None: "", True: "WHERE deleted_at IS NOT NULL ", False: "WHERE deleted_at IS NULL "}
 _LIST = {
     (order, deleted): (
-        f"SELECT {_COLUMNS} FROM users {where}"  # noqa: S608
+        f"SELECT {VIEW_COLUMNS} FROM users {where}"  # noqa: S608
         f"ORDER BY created_at {order.value.upper()}, id {order.value.upper()} LIMIT $1 OFFSET $2"
     )
     for order in Order
@@ -23,7 +24,7 @@ _LIST = {
 
 
 def _view(row: asyncpg.Record) -> UserView:
-    return UserView(*row)
+    return UserView(*row)  # the statements select UserView's fields in its order
 
 
 class PostgresUserReader:

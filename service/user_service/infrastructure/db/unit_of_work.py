@@ -22,37 +22,24 @@ from user_service.application.read_models import UserView
 from user_service.domain.errors import UserIdTaken, UsernameTaken
 from user_service.domain.events import UserEvent
 from user_service.domain.user import User
-from user_service.domain.values import FullName, Name, Username
 from user_service.infrastructure.db import tables
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.rows import STATE_COLUMNS, row_of, row_values, user_of
 from user_service.infrastructure.outbox.envelope import cloud_event
 
-_SELECT_FOR_UPDATE = (
-    "SELECT id, username, first_name, last_name, middle_name, deleted_at FROM users WHERE id = $1 FOR UPDATE"
-)
-_INSERT = "INSERT INTO users (id, username, first_name, last_name, middle_name) VALUES ($1, $2, $3, $4, $5)"
-_UPDATE = (
-    "UPDATE users SET username = $2, first_name = $3, last_name = $4, middle_name = $5, deleted_at = $6 "
-    "WHERE id = $1"
+_COLUMNS = ", ".join(STATE_COLUMNS)
+_PARAMETERS = ", ".join(f"${i}" for i in range(1, len(STATE_COLUMNS) + 1))
+_ID = f"${STATE_COLUMNS.index('id') + 1}"
+# Constant text built from the column names; every value is a parameter.
+_SELECT_FOR_UPDATE = f"SELECT {_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"  # noqa: S608
+_INSERT = f"INSERT INTO users ({_COLUMNS}) VALUES ({_PARAMETERS})"  # noqa: S608
+_UPDATE = "UPDATE users SET {} WHERE id = {}".format(  # noqa: S608
+    ", ".join(f"{column} = ${i}" for i, column in enumerate(STATE_COLUMNS, 1) if column != "id"), _ID
 )
 _OUTBOX_COLUMNS = 5  # id, type, aggregate_id, payload, traceparent
 
 CommitObserver = Callable[[Sequence[UserEvent]], None]
 TraceparentSource = Callable[[], str | None]
-
-
-def _to_user(row: asyncpg.Record) -> User:
-    middle = row["middle_name"]
-    return User(
-        row["id"],
-        Username(row["username"]),
-        FullName(
-            Name(row["first_name"], "first_name"),
-            Name(row["last_name"], "last_name"),
-            None if middle is None else Name(middle, "middle_name"),
-        ),
-        row["deleted_at"],
-    )
 
 
 @functools.cache
@@ -92,18 +79,13 @@ class PostgresUserRepository:
         row = await conn.fetchrow(_SELECT_FOR_UPDATE, user_id)
         if row is None:
             return None
-        user = _to_user(row)
+        user = user_of(row)
         self.seen[user_id] = user
         return user
 
     def write(self, user: User) -> tuple[str, list[Any]]:
         """The statement and arguments that write the aggregate's state."""
-        name = user.full_name
-        middle = None if name.middle is None else name.middle.value
-        if user.id in self.new:
-            return _INSERT, [user.id, user.username.value, name.first.value, name.last.value, middle]
-        args = [user.id, user.username.value, name.first.value, name.last.value, middle, user.deleted_at]
-        return _UPDATE, args
+        return _INSERT if user.id in self.new else _UPDATE, row_values(row_of(user))
 
 
 class PostgresUnitOfWork:
