@@ -97,11 +97,11 @@ def test_delete_then_no_more_changes() -> None:
     user.delete(datetime.now(UTC))
     assert user.deleted
     assert [type(e) for e in user.pull_events()] == [UserDeleted]
-    with pytest.raises(errors.UserDeleted):
+    with pytest.raises(errors.UserIsDeleted):
         user.change_username(Username("other"))
-    with pytest.raises(errors.UserDeleted):
+    with pytest.raises(errors.UserIsDeleted):
         user.change_full_name(FullName.of("X", "Y"))
-    with pytest.raises(errors.UserDeleted):
+    with pytest.raises(errors.UserIsDeleted):
         user.delete(datetime.now(UTC))
     assert user.events == ()
 

@@ -92,11 +92,11 @@ async def test_delete_then_changes_conflict(uow: FakeUnitOfWork) -> None:
     assert view.representation().get("username") is None
     assert isinstance(uow.published[-1], UserDeleted)
     commits = uow.commits
-    with pytest.raises(errors.UserDeleted):
+    with pytest.raises(errors.UserIsDeleted):
         await DeleteUserHandler(uow)(DeleteUser(user_id))
-    with pytest.raises(errors.UserDeleted):
+    with pytest.raises(errors.UserIsDeleted):
         await ChangeUsernameHandler(uow)(ChangeUsername(user_id, "bob"))
-    with pytest.raises(errors.UserDeleted):
+    with pytest.raises(errors.UserIsDeleted):
         await ChangeFullNameHandler(uow)(ChangeFullName(user_id, "A", "B"))
     assert uow.commits == commits
 

@@ -16,7 +16,7 @@ class InvalidValue(DomainError):
         self.message = message
 
 
-class UserDeleted(DomainError):
+class UserIsDeleted(DomainError):
     """A deleted user can be neither changed nor deleted again."""
 
     def __init__(self, user_id: UUID) -> None:

@@ -60,4 +60,4 @@ class User:
 
     def _ensure_live(self) -> None:
         if self.deleted_at is not None:
-            raise errors.UserDeleted(self.id)
+            raise errors.UserIsDeleted(self.id)

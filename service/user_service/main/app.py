@@ -15,16 +15,16 @@ from user_service.infrastructure.telemetry.logging import configure_logging
 from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
 from user_service.main.ioc import providers
 from user_service.main.relay import BackgroundRelay, make_relay
-from user_service.main.settings import LogFormat, Settings, load_settings
+from user_service.main.settings import Settings, load_settings
 from user_service.presentation.http import docs, health, problems, users
 from user_service.presentation.http.injection import use_container
-from user_service.presentation.http.middleware import RequestMiddleware, answer_liveness
-
-MAX_BODY_SIZE = 64 * 1024
+from user_service.presentation.http.liveness import answer_liveness
+from user_service.presentation.http.middleware import RequestMiddleware
+from user_service.presentation.http.server import HardenedHttpToolsProtocol
 
 
 class ServiceAPI(FastAPI):
-    """FastAPI, with liveness answered before any of its machinery (presentation.http.middleware)."""
+    """FastAPI, with liveness answered before any of its machinery (presentation.http.liveness)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await answer_liveness(scope, send):
@@ -74,14 +74,15 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     app.include_router(health.router)
     app.include_router(users.router)
     use_container(app, container)
-    app.add_middleware(RequestMiddleware, telemetry=settings.telemetry_enabled, max_body_size=MAX_BODY_SIZE)
+    app.add_middleware(RequestMiddleware, telemetry=settings.telemetry_enabled)
     return app
 
 
 def app_from_environment() -> FastAPI:
     """uvicorn's factory: every worker reads its settings from the environment."""
     settings = load_settings()
-    configure_logging(settings.log_level.value, _json(settings.log_format))
+    configure_logging(settings.log_level.value, settings.log_json)
+    HardenedHttpToolsProtocol.configure(header_timeout=settings.http_header_timeout)
     app = create_app(settings)
     settle_garbage_collector()
     return app
@@ -103,7 +104,3 @@ def settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GENERATION0_THRESHOLD, *gc.get_threshold()[1:])
-
-
-def _json(log_format: LogFormat) -> bool | None:
-    return None if log_format is LogFormat.AUTO else log_format is LogFormat.JSON

@@ -6,7 +6,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from user_service.main.settings import LogFormat, Settings, SettingsError, load_settings, mask_url
+from user_service.main.settings import Settings, SettingsError, load_settings, mask_url
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,8 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from user_service.infrastructure.telemetry.logging import configure_logging
 
-    json = None if settings.log_format is LogFormat.AUTO else settings.log_format is LogFormat.JSON
-    configure_logging(settings.log_level.value, json)
+    configure_logging(settings.log_level.value, settings.log_json)
     try:
         if args.command == "migrate":
             _migrate(settings)

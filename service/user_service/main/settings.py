@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     http_header_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     workers: Annotated[int, Field(ge=1, le=64)] = 1
 
+    @property
+    def log_json(self) -> bool | None:
+        """JSON lines (True), the console form (False), or None: JSON unless stdout is a terminal."""
+        return None if self.log_format is LogFormat.AUTO else self.log_format is LogFormat.JSON
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:

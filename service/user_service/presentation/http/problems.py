@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,11 +11,14 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from user_service.application.errors import StorageUnavailable, UserNotFound
-from user_service.domain.errors import InvalidValue, UserDeleted, UserIdTaken, UsernameTaken
+from user_service.domain.errors import InvalidValue, UserIdTaken, UserIsDeleted, UsernameTaken
+from user_service.presentation.http import problem_details
+from user_service.presentation.http.body_limit import TOO_LARGE_DETAIL
+from user_service.presentation.http.problem_details import HTTP_TITLES, PROBLEM_JSON
+from user_service.presentation.http.schemas import Problem
 
 log = structlog.get_logger("user_service.errors")
 
-PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "urn:user-service:problem:"
 
 
@@ -36,21 +38,19 @@ ERRORS: dict[type[Exception], ProblemType] = {
     UserNotFound: ProblemType(404, "user-not-found", "User not found"),
     UsernameTaken: ProblemType(409, "username-taken", "Username taken"),
     UserIdTaken: ProblemType(409, "user-id-taken", "User id taken"),
-    UserDeleted: ProblemType(409, "user-deleted", "User deleted"),
+    UserIsDeleted: ProblemType(409, "user-deleted", "User deleted"),
     InvalidValue: ProblemType(422, "validation-error", "Invalid request"),
     StorageUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
 }
 VALIDATION = ERRORS[InvalidValue]
 INTERNAL = ProblemType(500, "internal-error", "Internal server error")
-# Problems of HTTP itself (unknown route, wrong method, body too large, ...).
-HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
 
 
 class ProblemResponse(Response):
     media_type = PROBLEM_JSON
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return problem_details.render(content)
 
 
 def problem(
@@ -63,17 +63,15 @@ def problem(
     **extra: Any,
 ) -> ProblemResponse:
     status = status or (kind.status if kind else 500)
-    body: dict[str, Any] = {
-        "type": kind.uri if kind else "about:blank",
-        "title": kind.title if kind else HTTP_TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    request_id = request.scope.get("request_id")
-    if request_id:
-        body["request_id"] = request_id
-    body.update(extra)
+    body = problem_details.body(
+        status,
+        detail,
+        type=kind.uri if kind else problem_details.ABOUT_BLANK,
+        title=kind.title if kind else None,
+        instance=request.url.path,
+        request_id=request.scope.get("request_id"),
+        **extra,
+    )
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
@@ -134,7 +132,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}."
         return problem(request, None, detail, status=405, headers={"Allow": ", ".join(allowed)})
     elif exc.status_code == 413:
-        detail = "The request body is larger than the limit of 64 KiB."
+        detail = TOO_LARGE_DETAIL
     return problem(request, None, detail, status=exc.status_code, headers=dict(exc.headers or {}))
 
 
@@ -158,15 +156,9 @@ def install(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of a route, for its OpenAPI entry."""
     return {
-        status: {"model": _problem_model(), "content": {PROBLEM_JSON: {}}, "description": _describe(status)}
+        status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": _describe(status)}
         for status in statuses
     }
-
-
-def _problem_model() -> Any:
-    from user_service.presentation.http.schemas import Problem
-
-    return Problem
 
 
 def _describe(status: int) -> str:

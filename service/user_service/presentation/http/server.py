@@ -8,16 +8,14 @@
 """
 
 import asyncio
-import os
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_SECURITY = b"x-content-type-options: nosniff\r\nx-frame-options: DENY\r\ncache-control: no-store\r\n"
+from user_service.presentation.http import problem_details
 
 
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
-    header_timeout = float(os.environ.get("HTTP_HEADER_TIMEOUT", "10"))
+    header_timeout = 10.0  # HTTP_HEADER_TIMEOUT, set by `configure` in each worker
     _header_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -39,18 +37,13 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         self._cancel_header_deadline()
-        body = orjson.dumps(
-            {"type": "about:blank", "title": "Bad request", "status": 400, "detail": f"{msg.rstrip('.')}."}
-        )
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\n"
-            + _SECURITY
-            + b"content-length: "
-            + str(len(body)).encode()
-            + b"\r\nconnection: close\r\n\r\n"
-            + body
-        )
+        problem = problem_details.body(400, f"{msg.rstrip('.')}.")
+        self.transport.write(problem_details.http_response(problem, "Bad Request", None))
         self.transport.close()
+
+    @classmethod
+    def configure(cls, *, header_timeout: float) -> None:
+        cls.header_timeout = header_timeout
 
     def _start_header_deadline(self) -> None:
         self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)

@@ -35,7 +35,6 @@ UserId = Annotated[UUID, Path(description="The user's id.")]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    response_model_exclude_none=True,
     responses={
         201: {"headers": {"Location": {"description": "/users/{id}", "schema": {"type": "string"}}}},
         **responses(409, 413, 422, 503),
@@ -60,7 +59,6 @@ async def list_users(
 @router.get(
     "/@{username}",
     response_model=UserOut,
-    response_model_exclude_none=True,
     responses=responses(404, 422, 503),
 )
 async def get_user_by_username(
@@ -70,9 +68,7 @@ async def get_user_by_username(
     return json.user(await handler(GetUserByUsername(username)))
 
 
-@router.get(
-    "/{user_id}", response_model=UserOut, response_model_exclude_none=True, responses=responses(404, 422, 503)
-)
+@router.get("/{user_id}", response_model=UserOut, responses=responses(404, 422, 503))
 async def get_user(user_id: UserId, handler: FromDishka[GetUserHandler]) -> json.JSON:
     return json.user(await handler(GetUser(user_id)))
 
@@ -80,7 +76,6 @@ async def get_user(user_id: UserId, handler: FromDishka[GetUserHandler]) -> json
 @router.put(
     "/{user_id}/username",
     response_model=UserOut,
-    response_model_exclude_none=True,
     responses=responses(404, 409, 413, 422, 503),
 )
 async def change_username(
@@ -92,7 +87,6 @@ async def change_username(
 @router.put(
     "/{user_id}/full-name",
     response_model=UserOut,
-    response_model_exclude_none=True,
     responses=responses(404, 409, 413, 422, 503),
 )
 async def change_full_name(
@@ -104,7 +98,6 @@ async def change_full_name(
 @router.delete(
     "/{user_id}",
     response_model=UserOut,
-    response_model_exclude_none=True,
     responses=responses(404, 409, 422, 503),
 )
 async def delete_user(user_id: UserId, handler: FromDishka[DeleteUserHandler]) -> json.JSON:

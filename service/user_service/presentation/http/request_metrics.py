@@ -1,0 +1,24 @@
+"""The HTTP server metrics of a request: in flight while it runs, then its duration by method, route
+template and status, with the trace id as exemplar when the request was sampled."""
+
+from opentelemetry import trace
+
+from user_service.infrastructure.telemetry.metrics import HTTP_ACTIVE, HTTP_DURATION
+
+KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+
+
+def method_label(method: str) -> str:
+    """The method, or `_OTHER` for a method no standard names (bounded cardinality)."""
+    return method if method in KNOWN_METHODS else "_OTHER"
+
+
+def started(method: str) -> None:
+    HTTP_ACTIVE.labels(method).inc()
+
+
+def finished(method: str, route: str, status: int, duration: float) -> None:
+    HTTP_ACTIVE.labels(method).dec()
+    ctx = trace.get_current_span().get_span_context()
+    exemplar = {"trace_id": format(ctx.trace_id, "032x")} if ctx.trace_flags.sampled else None
+    HTTP_DURATION.labels(method, route, str(status)).observe(duration, exemplar)

@@ -1,0 +1,51 @@
+"""The request's one OpenTelemetry server span (HTTP semantic conventions), continuing an incoming
+`traceparent`; made here rather than by FastAPI's built-in support (README: Traces)."""
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from starlette.types import Scope
+
+_tracer = trace.get_tracer("user_service.http")
+
+
+class _ScopeHeaders(Getter[list[tuple[bytes, bytes]]]):
+    def get(self, carrier: list[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        name = key.encode()
+        return [value.decode("latin-1") for header, value in carrier if header == name] or None
+
+    def keys(self, carrier: list[tuple[bytes, bytes]]) -> list[str]:
+        return [header.decode("latin-1") for header, _ in carrier]
+
+
+_SCOPE_HEADERS = _ScopeHeaders()
+
+
+def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
+    """The span, made current; end it with `end`, passing the token."""
+    parent = propagate.extract(scope["headers"], getter=_SCOPE_HEADERS)
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "url.path": path,
+        "url.scheme": scope.get("scheme", "http"),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    if client := scope.get("client"):
+        attributes["client.address"] = client[0]
+    if server := scope.get("server"):
+        attributes["server.address"], attributes["server.port"] = server[0], server[1]
+    span = _tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def end(span: Span, token: object, *, method: str, route: str | None, status: int) -> None:
+    if route is not None:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_attribute("error.type", str(status))
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
+    otel_context.detach(token)  # type: ignore[arg-type]
