@@ -35,6 +35,19 @@ sa.Index(
     postgresql_where=users.c.deleted_at.is_(None),
 )
 sa.Index("ix_users_created_at_id", users.c.created_at, users.c.id)
+# Pages of live users, and of deleted ones (`deleted=false/true`), in their order.
+sa.Index(
+    "ix_users_live_created_at_id",
+    users.c.created_at,
+    users.c.id,
+    postgresql_where=users.c.deleted_at.is_(None),
+)
+sa.Index(
+    "ix_users_deleted_created_at_id",
+    users.c.created_at,
+    users.c.id,
+    postgresql_where=users.c.deleted_at.isnot(None),
+)
 
 outbox = sa.Table(
     "outbox",
