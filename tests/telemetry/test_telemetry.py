@@ -234,7 +234,10 @@ def test_openmetrics_carries_trace_id_exemplars(service: ServiceProcess, clean_d
 def test_readiness_reports_each_dependency(service: ServiceProcess) -> None:
     ready = httpx.get(f"{service.url}/healthcheck/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    body = ready.json()
+    assert body["checks"] == {"database": "ok", "database_pool": "ok", "broker": "ok"}
+    assert body["pool"]["max"] == 10
+    assert body["pool"]["waiting"] == 0
 
 
 def test_several_workers_add_up(database_url: str, clean_db: Database, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Failures of the application that are not rules of the domain."""
 
+from enum import StrEnum
 from uuid import UUID
 
 
@@ -13,9 +14,17 @@ class UserNotFound(ApplicationError):
         self.key = key
 
 
-class StorageUnavailable(ApplicationError):
-    """The database cannot be reached, or had no free connection in time (`busy`); retrying may work."""
+class StorageCause(StrEnum):
+    """Why the storage could not do the work; each has its own answer and log field."""
 
-    def __init__(self, reason: str, *, busy: bool = False) -> None:
+    POOL_TIMEOUT = "pool_timeout"  # every connection was in use for the whole wait
+    STATEMENT_TIMEOUT = "statement_timeout"  # a statement ran past its time
+    UNREACHABLE = "unreachable"  # the database cannot be reached, or went away mid-request
+
+
+class StorageUnavailable(ApplicationError):
+    """The database could not do the work now, for `cause`; retrying may work."""
+
+    def __init__(self, reason: str, cause: StorageCause = StorageCause.UNREACHABLE) -> None:
         super().__init__(reason)
-        self.busy = busy
+        self.cause = cause

@@ -1,19 +1,21 @@
 """The connection pool: asyncpg directly, since every request's cost is mostly here.
 
 SQLAlchemy describes the schema and runs the migrations; the hot path speaks SQL to asyncpg.
-Driver failures that mean "the database is not there right now" become `StorageUnavailable` (503),
-never a 500, and the idle connections that died with the server are dropped at once.
+Driver failures that mean "the database cannot do this now" become `StorageUnavailable` (503), never a
+500, with their cause: no connection free in time, a statement past its time, or the database unreachable
+(then the idle connections that died with the server are dropped at once).
 """
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 import structlog
 
-from user_service.application.errors import StorageUnavailable
+from user_service.application.errors import StorageCause, StorageUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,17 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     change session state — no SET, LISTEN or advisory lock; an open transaction is still rolled back."""
 
 
+class PoolState(NamedTuple):
+    used: int
+    idle: int
+    max: int
+    waiting: int  # requests waiting for a connection
+
+    @property
+    def saturated(self) -> bool:
+        return self.used >= self.max
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
     dsn: str
@@ -52,6 +65,9 @@ class Database:
     def __init__(self, settings: PoolSettings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
+        self._waiting = 0
+        self._probe: asyncpg.Connection | None = None
+        self._probe_lock = asyncio.Lock()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -87,6 +103,7 @@ class Database:
                 await self.pool.release(conn)
 
     async def close(self) -> None:
+        await self._close_probe()
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=5)
@@ -97,36 +114,76 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
         pool = self.pool
+        self._waiting += 1
         try:
             conn = await pool.acquire(timeout=self.settings.acquire_timeout)
         except UNAVAILABLE_ERRORS as exc:
-            raise await self._unavailable(exc) from exc
+            raise await self._acquire_failed(exc) from exc
+        finally:
+            self._waiting -= 1
         try:
             yield conn
+        except (TimeoutError, asyncpg.QueryCanceledError) as exc:
+            # asyncpg's command timeout (it cancels the statement) or the server's statement_timeout.
+            raise StorageUnavailable("a statement ran past its time", StorageCause.STATEMENT_TIMEOUT) from exc
         except UNAVAILABLE_ERRORS as exc:
-            raise await self._unavailable(exc) from exc
+            raise await self._unreachable(exc) from exc
         finally:
             await pool.release(conn)
 
-    async def _unavailable(self, exc: BaseException) -> StorageUnavailable:
-        if isinstance(exc, TimeoutError):
-            return StorageUnavailable("no database connection was free in time", busy=True)
+    async def _acquire_failed(self, exc: BaseException) -> StorageUnavailable:
+        if isinstance(exc, TimeoutError) and self.pool.get_size() >= self.settings.max_size:
+            return StorageUnavailable("no database connection was free in time", StorageCause.POOL_TIMEOUT)
+        # A timeout with room in the pool was spent opening a connection: the database did not answer.
+        return await self._unreachable(exc)
+
+    async def _unreachable(self, exc: BaseException) -> StorageUnavailable:
         if self._pool is not None:
             # The server went away: every idle connection is as dead as this one.
             await self._pool.expire_connections()
         return StorageUnavailable(f"the database is unreachable ({type(exc).__name__})")
 
-    def connection_counts(self) -> tuple[int, int]:
-        """(used, idle) connections of the pool, for the pool metrics."""
+    def pool_state(self) -> PoolState:
+        """The pool's connections now, for readiness and the pool metrics."""
         if self._pool is None:
-            return 0, 0
+            return PoolState(0, 0, self.settings.max_size, 0)
         size, idle = self._pool.get_size(), self._pool.get_idle_size()
-        return size - idle, idle
+        return PoolState(size - idle, idle, self.settings.max_size, self._waiting)
 
-    async def ping(self) -> bool:
+    async def reachable(self) -> bool:
+        """Whether the database answers, asked on the side connection (not the pool's).
+
+        Readiness asks this: a pool whose connections are all busy serving requests is saturated, not
+        down, and must not take the instance out of its load balancer.
+        """
         try:
-            async with self.connection() as conn:
-                await conn.fetchval("SELECT 1")
+            await self.on_side_connection("SELECT 1")
         except StorageUnavailable:
             return False
         return True
+
+    async def on_side_connection(self, query: str) -> asyncpg.Record | None:
+        """One row of `query`, on a connection of its own beside the pool, for probes and scrapes: they
+        neither wait behind requests for a connection nor take one from them. A side connection that
+        died with a restarted server is replaced once before giving up."""
+        async with self._probe_lock:
+            failure: BaseException | None = None
+            for _ in range(2):
+                try:
+                    if self._probe is None or self._probe.is_closed():
+                        self._probe = await asyncpg.connect(
+                            asyncpg_dsn(self.settings.dsn),
+                            timeout=self.settings.connect_timeout,
+                            statement_cache_size=0,
+                            server_settings={"application_name": "user-service probe"},
+                        )
+                    return await self._probe.fetchrow(query, timeout=self.settings.acquire_timeout)
+                except UNAVAILABLE_ERRORS as exc:
+                    failure = exc
+                    await self._close_probe()
+            raise StorageUnavailable(f"the database is unreachable ({type(failure).__name__})")
+
+    async def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.terminate()

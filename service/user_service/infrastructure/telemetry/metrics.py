@@ -73,6 +73,11 @@ DB_CONNECTIONS = Gauge(
 DB_CONNECTIONS_MAX = Gauge(
     "db_client_connection_max", "Most connections the pool may open.", multiprocess_mode="livesum"
 )
+DB_PENDING = Gauge(
+    "db_client_connection_pending_requests",
+    "Requests waiting for a connection of the pool.",
+    multiprocess_mode="livesum",
+)
 if not MULTIPROCESS:  # in multiprocess mode exposition() adds it once, not once per worker
     Info("user_service_build", "The running version.").info({"version": __version__})
 
@@ -91,13 +96,13 @@ _OUTBOX_BACKLOG = (
 
 async def refresh_database_gauges(db: Database) -> None:
     """The pool's and the outbox's state, read at scrape time (the relay keeps its own gauges current)."""
-    used, idle = db.connection_counts()
-    DB_CONNECTIONS.labels("used").set(used)
-    DB_CONNECTIONS.labels("idle").set(idle)
-    DB_CONNECTIONS_MAX.set(db.settings.max_size)
+    pool = db.pool_state()
+    DB_CONNECTIONS.labels("used").set(pool.used)
+    DB_CONNECTIONS.labels("idle").set(pool.idle)
+    DB_CONNECTIONS_MAX.set(pool.max)
+    DB_PENDING.set(pool.waiting)
     try:
-        async with db.connection() as conn:
-            row = await conn.fetchrow(_OUTBOX_BACKLOG)
+        row = await db.on_side_connection(_OUTBOX_BACKLOG)
     except StorageUnavailable:
         return  # the scrape still answers; the database panels show the outage
     if row is not None:

@@ -4,13 +4,13 @@ from dishka import FromDishka
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from user_service.application.errors import StorageUnavailable
+from user_service.application.errors import StorageCause, StorageUnavailable
 from user_service.infrastructure.db.database import Database
 from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry import metrics
 from user_service.presentation.http import json
 from user_service.presentation.http.injection import InjectedRoute
-from user_service.presentation.http.problems import ERRORS, problem, responses
+from user_service.presentation.http.problems import ERRORS, UNAVAILABLE_DETAILS, problem, responses
 from user_service.presentation.http.schemas import Health, Readiness
 
 router = APIRouter(route_class=InjectedRoute, tags=["health"])
@@ -25,17 +25,29 @@ async def liveness() -> Response:
 
 @router.get("/healthcheck/ready", response_model=Readiness, responses=responses(503))
 async def readiness(request: Request, db: FromDishka[Database], relay: FromDishka[RelayStatus]) -> Response:
-    """200 when the service can do its work; 503 when the database is unreachable."""
-    checks = {"database": "ok" if await db.ping() else "down", "broker": relay.broker.value}
-    if checks["database"] != "ok":
+    """200 when the service can do its work; 503 when the database is unreachable.
+
+    A saturated pool (every connection serving requests) is 200: the instance is busy, not broken, and
+    taking it out of its load balancer would move its load onto the others. The body says so
+    (`checks.database_pool: saturated`), as do the pool metrics.
+    """
+    reachable = await db.reachable()
+    pool = db.pool_state()
+    checks = {
+        "database": "ok" if reachable else "down",
+        "database_pool": "saturated" if pool.saturated else "ok",
+        "broker": relay.broker.value,
+    }
+    if not reachable:
         return problem(
             request,
             ERRORS[StorageUnavailable],
-            "The database is unreachable.",
+            UNAVAILABLE_DETAILS[StorageCause.UNREACHABLE],
             headers={"Retry-After": "1"},
             checks=checks,
+            pool=pool._asdict(),
         )
-    return json.JSON({"status": "ok", "checks": checks})
+    return json.JSON({"status": "ok", "checks": checks, "pool": pool._asdict()})
 
 
 @router.get("/metrics", include_in_schema=False)

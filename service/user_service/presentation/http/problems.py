@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from user_service.application.errors import StorageUnavailable, UserNotFound
+from user_service.application.errors import StorageCause, StorageUnavailable, UserNotFound
 from user_service.domain.errors import InvalidValue, UserIdTaken, UserIsDeleted, UsernameTaken
 from user_service.presentation.http import problem_details
 from user_service.presentation.http.body_limit import TOO_LARGE_DETAIL
@@ -43,6 +43,13 @@ ERRORS: dict[type[Exception], ProblemType] = {
     StorageUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
 }
 VALIDATION = ERRORS[InvalidValue]
+UNAVAILABLE_DETAILS = {
+    StorageCause.POOL_TIMEOUT: "The service is busy: no database connection was free in time; retry shortly.",
+    StorageCause.STATEMENT_TIMEOUT: (
+        "The database did not answer in time: a statement ran past its limit; retry shortly."
+    ),
+    StorageCause.UNREACHABLE: "The database is unavailable; retry shortly.",
+}
 INTERNAL = ProblemType(500, "internal-error", "Internal server error")
 
 
@@ -90,16 +97,8 @@ async def _application_error(request: Request, exc: Exception) -> Response:
         errors = [{"field": exc.field, "location": "body", "message": exc.message}]
         return problem(request, kind, f"{exc.field}: {exc.message}", errors=errors)
     if isinstance(exc, StorageUnavailable):
-        log.warning(
-            "request failed: database busy" if exc.busy else "request failed: database unavailable",
-            reason=str(exc),
-        )
-        detail = (
-            "The service is busy: no database connection was free in time; retry shortly."
-            if exc.busy
-            else "The database is unavailable; retry shortly."
-        )
-        return problem(request, kind, detail, headers={"Retry-After": "1"})
+        log.warning("request failed: database unavailable", cause=exc.cause.value, reason=str(exc))
+        return problem(request, kind, UNAVAILABLE_DETAILS[exc.cause], headers={"Retry-After": "1"})
     return problem(request, kind, str(exc))
 
 

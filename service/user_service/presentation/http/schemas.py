@@ -78,9 +78,19 @@ class Health(BaseModel):
     status: str
 
 
+class PoolState(BaseModel):
+    used: int
+    idle: int
+    max: int
+    waiting: int = Field(description="Requests waiting for a connection.")
+
+
 class Readiness(BaseModel):
     status: str
-    checks: dict[str, str] = Field(description="Each dependency: ok, down or disabled.")
+    checks: dict[str, str] = Field(
+        description="Each dependency: ok, down or disabled; `database_pool` is ok or saturated."
+    )
+    pool: PoolState
 
 
 class FieldError(BaseModel):
