@@ -288,3 +288,36 @@ async def test_published_rows_are_purged_after_the_retention_period(
         relay.stop()
         await task
     assert await outbox_ids(clean_db, published=False) == []
+
+
+EXPIRED_ROWS = 60_000
+PURGE_WITHIN_S = 40
+
+
+async def test_the_purge_keeps_up_with_a_large_expired_backlog(
+    clean_db: Database, database_url: str, broker_url: str
+) -> None:
+    async with clean_db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (id, type, aggregate_id, payload, published_at) "
+            "SELECT gen_random_uuid(), 'user.created', gen_random_uuid(), '{}'::jsonb, "
+            "now() - interval '2 days' FROM generate_series(1, $1)",
+            EXPIRED_ROWS,
+        )
+        fresh = await conn.fetchval(
+            "INSERT INTO outbox (id, type, aggregate_id, payload, published_at) "
+            "VALUES (gen_random_uuid(), 'user.created', gen_random_uuid(), '{}'::jsonb, now()) RETURNING id"
+        )
+    relay = OutboxRelay(relay_settings(database_url, broker_url))  # the default 24 h retention
+    task = asyncio.create_task(relay.run())
+    started = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout(PURGE_WITHIN_S):
+            while len(await outbox_ids(clean_db, published=True)) > 1:
+                await asyncio.sleep(0.2)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        relay.stop()
+        await task
+    print(f"[purge] {EXPIRED_ROWS} expired rows deleted in {took:.1f} s")
+    assert await outbox_ids(clean_db, published=True) == [str(fresh)]  # within the retention: kept

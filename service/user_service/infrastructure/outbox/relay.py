@@ -8,7 +8,8 @@
   so an event the broker rejects never lands behind a later event of its user. A failure leaves the
   rest for the next attempt, after an exponential backoff capped at a few seconds; a row may so be
   delivered twice, never zero times.
-- Published rows are deleted after the retention period.
+- Published rows are deleted after the retention period, in bounded batches between publishing rounds
+  until none is left, so the purge keeps up with any rate the relay publishes at.
 """
 
 import asyncio
@@ -40,9 +41,11 @@ _PENDING = (
     "FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1"
 )
 _MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE position = ANY($1::bigint[])"
+# One bounded batch of expired rows per statement, oldest first (ix_outbox_published_at); the relay runs
+# batches between its publishing rounds until a batch comes back short.
 _PURGE = (
     "DELETE FROM outbox WHERE position IN (SELECT position FROM outbox "
-    "WHERE published_at < clock_timestamp() - make_interval(secs => $1) LIMIT 10000)"
+    "WHERE published_at < clock_timestamp() - make_interval(secs => $1) ORDER BY published_at LIMIT $2)"
 )
 
 
@@ -58,6 +61,7 @@ class RelaySettings:
     confirm_timeout: float = 10.0
     lock_retry_interval: float = 1.0
     purge_interval: float = 60.0
+    purge_batch_size: int = 5000
 
 
 class PublishIncomplete(Exception):
@@ -160,7 +164,7 @@ class OutboxRelay:
         metrics.OUTBOX_RELAY_ACTIVE.set(1)
         log.info("outbox relay is active")
         await conn.add_listener(OUTBOX_CHANNEL, self._notified)
-        next_purge = 0.0
+        next_purge, purging = 0.0, False
         while not self._stop.is_set():
             if broker.is_closed or channel.is_closed:
                 raise aio_pika.exceptions.AMQPConnectionError("broker connection lost")
@@ -168,12 +172,21 @@ class OutboxRelay:
             published = await self._publish_batch(conn, exchange)
             self._backoff.reset()
             self.status.broker = BrokerState.OK
-            if time.monotonic() >= next_purge:
-                await conn.execute(_PURGE, self.settings.retention_seconds)
-                next_purge = time.monotonic() + self.settings.purge_interval
-            if published < self.settings.batch_size:
+            if purging or time.monotonic() >= next_purge:
+                purging = await self._purge_batch(conn)
+                if not purging:
+                    next_purge = time.monotonic() + self.settings.purge_interval
+            if published < self.settings.batch_size and not purging:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+
+    async def _purge_batch(self, conn: asyncpg.Connection) -> bool:
+        """Delete one batch of rows published longer ago than the retention; True while more remain."""
+        status = await conn.execute(_PURGE, self.settings.retention_seconds, self.settings.purge_batch_size)
+        deleted = int(status.rsplit(" ", 1)[-1])
+        if deleted:
+            metrics.OUTBOX_PURGED.inc(deleted)
+        return deleted >= self.settings.purge_batch_size
 
     def _notified(self, *_: object) -> None:
         self._wake.set()

@@ -50,6 +50,7 @@ OUTBOX_OLDEST_AGE = Gauge(
     "outbox_oldest_pending_age_seconds", "Age of the oldest unpublished event.", multiprocess_mode="max"
 )
 OUTBOX_PUBLISHED = Counter("outbox_published", "Events published and confirmed by the broker.", ["type"])
+OUTBOX_PURGED = Counter("outbox_purged", "Published events deleted after the retention period.")
 OUTBOX_FAILURES = Counter("outbox_publish_failures", "Publish attempts that the broker did not confirm.")
 OUTBOX_PUBLISH_DURATION = Histogram(
     "outbox_publish_duration_seconds",
