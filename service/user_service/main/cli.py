@@ -92,11 +92,13 @@ def _serve(settings: Settings) -> None:
     embedded = None
     if settings.database_url is None:
         from user_service.infrastructure.db import migrations
-        from user_service.infrastructure.embedded_postgres import EmbeddedPostgres
+        from user_service.infrastructure.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 
         embedded = EmbeddedPostgres(settings.data_dir)
         try:
-            url = embedded.start()
+            url = embedded.start(holder=f"serving on {settings.host}:{settings.port}")
+        except EmbeddedPostgresError as exc:
+            raise _Fatal(str(exc)) from None
         except Exception as exc:
             raise _Fatal(f"cannot start the embedded PostgreSQL in {settings.data_dir}: {exc}") from None
         log.info("embedded PostgreSQL started", data_dir=str(settings.data_dir))
