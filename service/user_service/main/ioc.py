@@ -51,7 +51,9 @@ class InfrastructureProvider(Provider):
             return PostgresUnitOfWork(db, on_commit=count_committed, traceparent=current_traceparent)
         return PostgresUnitOfWork(db)
 
-    reader = provide(PostgresUserReader, provides=UserReader, scope=Scope.APP)
+    @provide(scope=Scope.APP)
+    def reader(self, db: Database, settings: Settings) -> UserReader:
+        return PostgresUserReader(db, settings.db_list_concurrency)
 
 
 class UseCasesProvider(Provider):

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     db_pool_timeout: Annotated[float, Field(gt=0, le=60)] = 1.5
     db_connect_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
     db_statement_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    db_list_concurrency: Annotated[int | None, Field(ge=1, le=100)] = None  # None: half the pool
     outbox_batch_size: Annotated[int, Field(ge=1, le=10000)] = 500
     outbox_poll_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
     outbox_retention_hours: Annotated[float, Field(ge=0)] = 24.0
@@ -91,6 +92,8 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name.upper()} uses a default password, refused in production")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        if self.db_list_concurrency is not None and self.db_list_concurrency >= self.db_pool_max_size > 1:
+            raise ValueError("DB_LIST_CONCURRENCY must leave connections free: below DB_POOL_MAX_SIZE")
         return self
 
 
