@@ -27,7 +27,18 @@ from .support import (
     service_volumes,
 )
 
-PLATFORM = {"api", "migrate", "postgres", "rabbitmq", "prometheus", "tempo", "loki", "vector", "grafana"}
+PLATFORM = {
+    "api",
+    "migrate",
+    "postgres",
+    "rabbitmq",
+    "otel-collector",
+    "prometheus",
+    "tempo",
+    "loki",
+    "vector",
+    "grafana",
+}
 LOADTEST = {"locust"}
 SUPPORT = {"volumes-init"}
 
@@ -87,6 +98,7 @@ def test_healthchecks_probe_their_own_service(services: dict[str, dict[str, Any]
         "tempo": "http://127.0.0.1:3200/ready",
         "loki": "http://127.0.0.1:3100/ready",
         "vector": "http://127.0.0.1:9598/metrics",
+        "otel-collector": "http://127.0.0.1:13133/",
         "grafana": "http://127.0.0.1:3000/api/health",
         "locust": "http://127.0.0.1:8089/",
     }
@@ -123,6 +135,7 @@ def test_the_api_starts_after_the_migrations_and_its_backends(services: dict[str
         "migrate": {"condition": "service_completed_successfully"},
         "postgres": {"condition": "service_healthy"},
         "rabbitmq": {"condition": "service_healthy"},
+        "otel-collector": {"condition": "service_healthy"},
     }
     assert services["migrate"]["command"] == ["user-service", "migrate"]
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
@@ -154,6 +167,8 @@ def test_pinned_versions_are_the_ones_the_bundle_was_written_for(services: dict[
     assert tags["loki"].startswith("3.")
     assert tags["tempo"].startswith("2.")
     assert tags["prometheus"].startswith("v3.")
+    assert tags["otel-collector"].startswith("0.")
+    assert services["otel-collector"]["image"].startswith("otel/opentelemetry-collector-contrib:")
     major, minor = (int(part) for part in tags["vector"].split(".")[:2])
     assert (major, minor) < (0, 57)
 
@@ -217,7 +232,7 @@ def test_the_service_gets_its_settings_from_the_environment(services: dict[str, 
     assert env["LOG_FORMAT"] == "json"
     assert env["LOG_LEVEL"] == "info"
     assert env["ENVIRONMENT"] == "local"
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://tempo:4318"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     assert env["OTEL_SERVICE_NAME"] == "user-service"
 
     pg = services["postgres"]["environment"]
@@ -237,6 +252,14 @@ def test_the_service_gets_its_settings_from_the_environment(services: dict[str, 
 
     assert api["command"] == ["user-service", "serve", "--host", "0.0.0.0", "--port", "5000"]
     assert "127.0.0.1:5000:5000" in api["ports"]
+
+
+def test_the_service_containers_carry_their_otel_service_name(services: dict[str, dict[str, Any]]) -> None:
+    """Vector turns the `service.name` label into Loki's service_name: it must be OTEL_SERVICE_NAME."""
+    for name in ("api", "migrate"):
+        svc = services[name]
+        assert svc["labels"] == {"service.name": svc["environment"]["OTEL_SERVICE_NAME"]}, name
+    assert not [name for name, svc in services.items() if name not in ("api", "migrate") and "labels" in svc]
 
 
 def test_the_service_runs_on_a_read_only_root_filesystem(services: dict[str, dict[str, Any]]) -> None:

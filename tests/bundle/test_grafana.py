@@ -127,14 +127,15 @@ def test_traces_link_to_their_log_lines(datasources: dict[str, dict[str, Any]]) 
     assert links["filterByTraceID"] is True
     assert links["customQuery"] is True
     query = unescape_grafana(links["query"])
-    assert query == '{service="api"} | trace_id="${__trace.traceId}"'
-    # `service` is a stream label Vector sets, `api` the compose service, trace_id structured metadata.
+    assert query == '{service_name="user-service"} | trace_id="${__trace.traceId}"'
+    # `service_name` is a stream label Vector sets to the containers' service.name (the traces' service
+    # name), trace_id structured metadata.
     selector = re.fullmatch(r'\{(\w+)="([\w-]+)"\} \| (\w+)="\$\{__trace\.traceId\}"', query)
     assert selector
     label, value, metadata = selector.groups()
     sinks = loki_sinks()
-    assert all(label in sink["labels"] for sink in sinks.values())
-    assert value in compose_config()["services"]
+    assert all(sink["labels"][label] == "{{ service_name }}" for sink in sinks.values())
+    assert value == compose_config()["services"]["api"]["environment"]["OTEL_SERVICE_NAME"]
     assert metadata in sinks["loki_traced"]["structured_metadata"]
     assert metadata not in sinks["loki_traced"]["labels"]
 

@@ -7,7 +7,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .support import LOKI_CONFIG, TEMPO_CONFIG, bind_mount, compose_config, load_yaml, service_volumes
+from .support import (
+    LOKI_CONFIG,
+    OTEL_COLLECTOR_CONFIG,
+    TEMPO_CONFIG,
+    bind_mount,
+    compose_config,
+    load_yaml,
+    service_volumes,
+)
 from .vrl import loki_sinks
 
 
@@ -88,14 +96,34 @@ def test_tempo_receives_otlp_on_every_interface(tempo: dict[str, Any]) -> None:
     assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
 
 
-def test_the_service_sends_its_spans_to_tempo(tempo: dict[str, Any]) -> None:
+def test_tempo_takes_otlp_from_the_collector_only(tempo: dict[str, Any]) -> None:
+    """The collector is the bundle's OTLP endpoint: the service sends to it, Tempo's OTLP ports stay
+    inside the compose network."""
     services = compose_config()["services"]
     endpoint = urlsplit(services["api"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
-    http_port = int(
-        tempo["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rpartition(":")[2]
-    )
-    assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", "tempo", http_port)
-    assert f"127.0.0.1:{http_port}:{http_port}" in services["tempo"]["ports"]
+    assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", "otel-collector", 4318)
+    published = {str(port).rpartition(":")[2] for port in services["tempo"]["ports"]}
+    assert published == {str(tempo["server"]["http_listen_port"])}
+    grpc_port = tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].rpartition(":")[2]
+    collector = load_yaml(OTEL_COLLECTOR_CONFIG)
+    assert collector["exporters"]["otlp/tempo"]["endpoint"] == f"tempo:{grpc_port}"
+
+
+def test_tempo_keeps_recent_spans_for_traceql_metrics(tempo: dict[str, Any]) -> None:
+    """TraceQL metrics (and Grafana's Traces Drilldown) need the local-blocks processor."""
+    processors = tempo["overrides"]["defaults"]["metrics_generator"]["processors"]
+    assert set(processors) == {"service-graphs", "span-metrics", "local-blocks"}
+    local_blocks = tempo["metrics_generator"]["processor"]["local_blocks"]
+    assert local_blocks["filter_server_spans"] is False
+    assert local_blocks["flush_to_storage"] is True
+    assert tempo["metrics_generator"]["traces_storage"]["path"].startswith(_data_mount("tempo") + "/")
+
+
+def test_loki_takes_service_name_from_the_streams_never_from_service(loki: dict[str, Any]) -> None:
+    """By default Loki would make service_name from the `service` label (`api`); Vector sends it."""
+    assert loki["limits_config"]["discover_service_name"] == []
+    for sink in loki_sinks().values():
+        assert sink["labels"]["service_name"] == "{{ service_name }}"
 
 
 def test_tempo_writes_span_metrics_with_exemplars_to_prometheus(tempo: dict[str, Any]) -> None:
@@ -105,7 +133,7 @@ def test_tempo_writes_span_metrics_with_exemplars_to_prometheus(tempo: dict[str,
     assert (url.hostname, url.port, url.path) == ("prometheus", 9090, "/api/v1/write")
     assert remote["send_exemplars"] is True
     processors = tempo["overrides"]["defaults"]["metrics_generator"]["processors"]
-    assert set(processors) == {"service-graphs", "span-metrics"}
+    assert {"service-graphs", "span-metrics"} <= set(processors)
     dimensions = generator["processor"]["span_metrics"]["dimensions"]
     assert {"db.system", "db.operation.name", "http.route"} <= set(dimensions)
     assert not {"db.statement", "db.query.text", "url.full", "http.target"} & set(dimensions)

@@ -70,6 +70,7 @@ def test_the_scrape_jobs_and_their_targets(config: dict[str, Any]) -> None:
         "user-service": ["api:5000"],
         "rabbitmq": ["rabbitmq:15692"],
         "vector": ["vector:9598"],
+        "otel-collector": ["otel-collector:8888"],
         "tempo": ["tempo:3200"],
         "loki": ["loki:3100"],
         "grafana": ["grafana:3000"],

@@ -26,7 +26,7 @@ from .vrl import (
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
 LEVELS = {"debug", "info", "warning", "error", "critical", "unknown"}
-STREAM_LABELS = {"service", "level", "compose_project"}
+STREAM_LABELS = {"service", "service_name", "level", "compose_project"}
 
 
 def service_line(**fields: Any) -> str:
@@ -87,6 +87,7 @@ def test_a_request_line_keeps_its_text_and_yields_labels_and_trace_ids() -> None
     event = run_vector_remap(REQUEST_LINE)
     assert event["message"] == REQUEST_LINE
     assert event["service"] == "api"
+    assert event["service_name"] == "user-service"  # service.name, as in the traces
     assert event["compose_project"] == "user-service"
     assert event["level"] == "info"
     assert event["trace_id"] == TRACE_ID
@@ -97,7 +98,12 @@ def test_a_request_line_keeps_its_text_and_yields_labels_and_trace_ids() -> None
 def test_a_request_line_reaches_loki_with_trace_ids_as_structured_metadata() -> None:
     (entry,) = ship_to_loki(REQUEST_LINE)
     assert entry.sink == "loki_traced"
-    assert entry.labels == {"service": "api", "level": "info", "compose_project": "user-service"}
+    assert entry.labels == {
+        "service": "api",
+        "service_name": "user-service",
+        "level": "info",
+        "compose_project": "user-service",
+    }
     assert entry.structured_metadata == {"trace_id": TRACE_ID, "span_id": SPAN_ID}
     assert entry.line == REQUEST_LINE
 
@@ -181,6 +187,8 @@ def test_other_containers_lines_get_a_level_from_their_text(container: str, line
     event = run_vector_remap(line, container)
     assert event["level"] == level
     assert event["service"] == container.split("-")[-2]
+    service_name = "user-service" if event["service"] == "api" else event["service"]
+    assert event["service_name"] == service_name
     assert event["message"] == line
 
 
@@ -233,7 +241,17 @@ def test_upper_case_trace_ids_are_normalised() -> None:
 
 def test_a_container_without_compose_labels_is_still_labelled() -> None:
     event = run_vector_remap("hello", "stray", service="", project="")
-    assert (event["service"], event["compose_project"]) == ("unknown", "unknown")
+    assert (event["service"], event["service_name"], event["compose_project"]) == ("unknown",) * 3
+
+
+@pytest.mark.parametrize("container", ["user-service-api-1", "user-service-migrate-1"])
+@pytest.mark.parametrize("line", [REQUEST_LINE, "Traceback (most recent call last):"])
+def test_every_line_of_the_service_has_service_name_user_service(container: str, line: str) -> None:
+    """JSON or not, a line of the service's containers is in Loki's service `user-service`, the name its
+    traces carry (OTEL_SERVICE_NAME), never the compose service's name."""
+    (entry,) = ship_to_loki(line, container)
+    otel_name = compose_config()["services"]["api"]["environment"]["OTEL_SERVICE_NAME"]
+    assert entry.labels["service_name"] == otel_name == "user-service"
 
 
 def test_every_line_reaches_exactly_one_loki_sink_and_renders_every_template() -> None:
@@ -265,6 +283,7 @@ def test_the_loki_sinks_use_only_low_cardinality_labels() -> None:
     for name, sink in sinks.items():
         assert sink["labels"] == {
             "service": "{{ service }}",
+            "service_name": "{{ service_name }}",
             "level": "{{ level }}",
             "compose_project": "{{ compose_project }}",
         }, name

@@ -16,7 +16,7 @@ from typing import Any
 
 from vrl_python import VRLRuntime
 
-from .support import VECTOR_CONFIG, load_yaml
+from .support import VECTOR_CONFIG, compose_config, load_yaml
 
 REMAP = "service_logs"
 ROUTE = "by_trace"
@@ -49,12 +49,14 @@ def docker_event(
 ) -> dict[str, Any]:
     """An event as Vector's docker_logs source emits it for one line of a compose container.
 
-    The compose service defaults to the one in the container's name (`<project>-<service>-<n>`).
+    The compose service defaults to the one in the container's name (`<project>-<service>-<n>`); the
+    container's labels are compose's own and those docker-compose.yml gives that service.
     """
     if service is None:
         service = re.sub(r"[-_]\d+$", "", container)
         for prefix in (f"{project}-", f"{project}_"):
             service = service.removeprefix(prefix)
+    own_labels = compose_config()["services"].get(service, {}).get("labels", {})
     return {
         "message": line,
         "container_name": container,
@@ -70,6 +72,7 @@ def docker_event(
             "com.docker.compose.service": service,
             "com.docker.compose.container-number": "1",
             "com.docker.compose.oneoff": "False",
+            **own_labels,
         },
     }
 

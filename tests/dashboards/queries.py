@@ -43,7 +43,7 @@ EXPECTED_DATASOURCES = {"prometheus": "prometheus", "loki": "loki", "tempo": "te
 BUILTIN_DATASOURCE_UIDS = frozenset({"-- Grafana --", "-- Mixed --", "-- Dashboard --"})
 
 # The stream labels Vector gives every Loki stream; nothing else is indexed.
-LOKI_STREAM_LABELS = frozenset({"service", "level", "compose_project"})
+LOKI_STREAM_LABELS = frozenset({"service", "service_name", "level", "compose_project"})
 
 # Labels Prometheus attaches to every scraped series of the API.
 TARGET_LABELS = frozenset({"job", "instance"})
