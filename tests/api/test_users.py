@@ -58,6 +58,15 @@ async def test_names_are_trimmed(client: httpx.AsyncClient) -> None:
     assert (user["first_name"], user["last_name"]) == ("Zoë", "O’Brien-Smith")
 
 
+async def test_names_are_stored_in_nfc_and_measured_after_trimming(client: httpx.AsyncClient) -> None:
+    user = await create(client, first_name="Jose\u0301", last_name="  " + "x" * 64 + "  ")
+    assert user["first_name"] == "José"  # one code point for é, as its precomposed form is typed
+    assert user["last_name"] == "x" * 64
+    response = await client.post("/users/", json={**ALICE, "username": "filler", "first_name": "\u3164"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "first_name"
+
+
 async def test_get_by_id_with_and_without_slash(client: httpx.AsyncClient) -> None:
     user = await create(client)
     for path in (f"/users/{user['id']}", f"/users/{user['id']}/"):

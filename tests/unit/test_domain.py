@@ -42,7 +42,11 @@ def test_username_key_ignores_case_but_value_is_kept() -> None:
         ("D’Angelo", "D’Angelo"),
         ("J. R. R.", "J. R. R."),
         ("Zoë", "Zoë"),
-        ("Zoe\u0308", "Zoe\u0308"),
+        ("Zoe\u0308", "Zoë"),  # stored in NFC
+        ("Jos\u0065\u0301", "José"),
+        ("  " + "x" * 64 + "  ", "x" * 64),  # the length is the trimmed one
+        ("x\u0301" * 64, "x\u0301" * 64),  # no precomposed x́: 128 code points, 64 characters
+        ("مه\u200cرو", "مه\u200cرو"),  # a zero-width non-joiner between letters (Persian)
         ("Иван", "Иван"),
         ("李小龙", "李小龙"),
         ("x" * 64, "x" * 64),
@@ -52,7 +56,22 @@ def test_valid_names_are_trimmed(raw: str, stored: str) -> None:
     assert Name(raw, "first_name").value == stored
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "x" * 65, "---", "'.", "Ann1", "Ann\x00", "An\tn", "Ann@", "😀"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *["", "   ", "x" * 65, "---", "'.", "Ann1", "Ann\x00", "An\tn", "Ann@", "😀"],
+        "\u3164",  # the Hangul filler: a letter by category that shows nothing
+        "A\u3164",
+        "\u115f\u1160",
+        "a" + "\u0301" * 63,  # a letter with 63 combining marks
+        "x" + "\u0301" * 5,  # x has no precomposed form: five marks stay five
+        "\u0301a",  # a mark with no letter before it
+        "a \u0301",
+        "\u200cAnn",  # a joiner not between letters
+        "Ann\u200c",
+        "An \u200cn",
+    ],
+)
 def test_invalid_names(raw: str) -> None:
     with pytest.raises(errors.InvalidValue) as info:
         Name(raw, "last_name")

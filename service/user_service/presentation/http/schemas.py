@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from user_service.domain.values import NAME_MAX, USERNAME_MAX
+from user_service.domain.values import MARKS_PER_LETTER, NAME_MAX, USERNAME_MAX
 
 USERNAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 # Letters of any script, marks, spaces, - ' ’ and periods; the domain also asks for one letter at least.
@@ -18,7 +18,18 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f!-&(-,/-@\[-`{-~]+$"
 Username = Annotated[
     str, Field(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN, examples=["username"])
 ]
-PersonName = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
+# The domain decides the length on the normalised, trimmed value (NAME_MAX); the raw text may be longer
+# (surrounding spaces, a decomposed form with its combining marks).
+NAME_RAW_MAX = NAME_MAX * (1 + MARKS_PER_LETTER) + 64
+PersonName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=NAME_RAW_MAX,
+        pattern=NAME_PATTERN,
+        description=f"{NAME_MAX} characters at most once normalised to NFC and trimmed.",
+    ),
+]
 
 
 class Body(BaseModel):
