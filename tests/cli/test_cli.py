@@ -35,6 +35,13 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ({"LOG_LEVEL": "loud"}, (), "LOG_LEVEL"),
         ({"DB_POOL_MAX_SIZE": "0"}, (), "DB_POOL_MAX_SIZE"),
         ({"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://u:postgres@db/x"}, (), "DATABASE_URL"),
+        ({"BROKER_URL": "amqp://"}, (), "BROKER_URL"),
+        (
+            {"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"},
+            ("--workers", "2"),
+            "PROMETHEUS_MULTIPROC_DIR",
+        ),
+        ({"WEB_CONCURRENCY": "many"}, (), "WEB_CONCURRENCY"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(env: dict[str, str], args: tuple[str, ...], names: str) -> None:

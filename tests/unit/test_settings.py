@@ -68,3 +68,26 @@ def test_production_accepts_real_secrets() -> None:
 def test_passwords_are_masked_for_logs() -> None:
     assert mask_url("postgresql://u:hunter2@db:5432/x") == "postgresql://u:***@db:5432/x"
     assert mask_url("postgresql://u@db/x") == "postgresql://u@db/x"
+
+
+@pytest.mark.parametrize("spelling", ["INFO", "info", "Info"])
+def test_log_level_and_format_in_any_case(spelling: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", spelling)
+    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    settings = load_settings()
+    assert (settings.log_level.value, settings.log_format.value) == ("info", "json")
+
+
+@pytest.mark.parametrize(
+    ("env", "workers"),
+    [({}, 1), ({"WEB_CONCURRENCY": "3"}, 3), ({"WORKERS": "2", "WEB_CONCURRENCY": "3"}, 2)],
+)
+def test_web_concurrency_counts_when_workers_is_unset(
+    env: dict[str, str], workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("WORKERS", "WEB_CONCURRENCY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().workers == workers
+    assert load_settings(workers="4").workers == 4  # the command line wins

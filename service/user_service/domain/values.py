@@ -41,11 +41,11 @@ class Name:
     """A first, middle or last name.
 
     Normalised to NFC (so "José" typed with a combining accent and with a precomposed é are one name),
-    then trimmed; then 1 to 64 characters (a letter with its combining marks counts once) of letters of any script, each with at most
-    `MARKS_PER_LETTER` combining marks, spaces, hyphens, apostrophes (' and ’) and periods, with one
-    letter at least. A zero-width non-joiner or joiner (U+200C, U+200D, which Persian and the Indic
-    scripts need) may stand between two letters. Letters that show nothing (the Hangul fillers) are
-    not letters.
+    then trimmed; then 1 to 64 characters (a letter with its combining marks counts once): letters of any
+    script, each with at most `MARKS_PER_LETTER` combining marks, spaces, hyphens, apostrophes (' and ’)
+    and periods, with one letter at least. A zero-width non-joiner or joiner (U+200C, U+200D, which
+    Persian and the Indic scripts need) may stand between two letters. Letters that show nothing (the
+    Hangul fillers) are not letters.
     """
 
     value: str

@@ -3,12 +3,13 @@
 A bad value stops the start with one line naming the setting, never a traceback.
 """
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AnyUrl, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, AnyUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Passwords that ship as local defaults (compose, RabbitMQ); refused when ENVIRONMENT=production.
@@ -29,7 +30,9 @@ class LogLevel(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 5000
@@ -51,12 +54,28 @@ class Settings(BaseSettings):
     outbox_retention_hours: Annotated[float, Field(ge=0)] = 24.0
     shutdown_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     http_header_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # WEB_CONCURRENCY (what platforms set to the CPUs a container may use) counts when WORKERS is unset.
+    workers: Annotated[
+        int, Field(ge=1, le=64, validation_alias=AliasChoices("workers", "web_concurrency"))
+    ] = 1
+    prometheus_multiproc_dir: Path | None = None
 
     @property
     def log_json(self) -> bool | None:
         """JSON lines (True), the console form (False), or None: JSON unless stdout is a terminal."""
         return None if self.log_format is LogFormat.AUTO else self.log_format is LogFormat.JSON
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _writable_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and str(value) and not (value.is_dir() and os.access(value, os.W_OK | os.X_OK)):
+            raise ValueError(f"{value} is not a folder this process can write to")
+        return value or None
 
     @field_validator("database_url")
     @classmethod
@@ -75,8 +94,11 @@ class Settings(BaseSettings):
             return None
         assert value is not None
         AnyUrl(value)
-        if urlsplit(value).scheme not in ("amqp", "amqps"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("amqp", "amqps"):
             raise ValueError("must be an amqp:// or amqps:// URL")
+        if not parts.hostname:
+            raise ValueError("names no host (amqp://user:password@host:5672/)")
         return value
 
     @model_validator(mode="after")
@@ -106,11 +128,22 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]).upper()
+        where = ".".join(str(part) for part in error["loc"])
+        where = _variable(where, overrides).upper()
         message = error["msg"].removeprefix("Value error, ")
         raise SettingsError(
             f"invalid setting {where}: {message}" if where else f"invalid settings: {message}"
         ) from None
+
+
+def _variable(field: str, overrides: dict[str, object]) -> str:
+    """The variable a field's value came from: for a field with several names, the one that is set."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if field in overrides or not isinstance(alias, AliasChoices):
+        return field
+    names = [str(choice) for choice in alias.choices]
+    return next((name for name in names if name.upper() in os.environ), field)
 
 
 def mask_url(url: str) -> str:
