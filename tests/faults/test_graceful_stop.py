@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.private_db import PrivateDatabase
 from tests.support.service import ServiceProcess
-from tests.support.traffic import log_lines, report, send
+from tests.support.traffic import log_lines, problem_errors, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -100,3 +100,46 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_cleanly(
     assert returncode == 0
     assert stopped_after < SHUTDOWN_TIMEOUT
     assert errors == []
+
+
+CUT_SHUTDOWN_TIMEOUT = 1.0
+HELD_REQUESTS = 6
+
+
+async def test_requests_past_the_shutdown_deadline_get_a_503_problem_and_roll_back(
+    private_db: PrivateDatabase,
+) -> None:
+    env = {"DATABASE_URL": private_db.url, "SHUTDOWN_TIMEOUT": str(CUT_SHUTDOWN_TIMEOUT)}
+    with ServiceProcess(env) as service:
+        locker = await private_db.connect()
+        async with httpx.AsyncClient(base_url=service.url) as client:
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            bodies = [
+                {"username": f"cut{i}", "first_name": "Cut", "last_name": "Off"} for i in range(HELD_REQUESTS)
+            ]
+            requests = [
+                asyncio.create_task(send(client, "POST", "/users/", body, timeout=30)) for body in bodies
+            ]
+            async with asyncio.timeout(10):
+                while await waiting_on_lock(locker) < HELD_REQUESTS:
+                    await asyncio.sleep(0.02)
+            service.signal(signal.SIGTERM)
+            outcomes = await asyncio.gather(*requests)  # answered at the deadline, the lock still held
+            await tx.rollback()
+            await locker.close()
+        returncode = await asyncio.to_thread(service.wait, CUT_SHUTDOWN_TIMEOUT + 10)
+        lines = log_lines(service.log_path)
+
+    report("shutdown deadline", held=HELD_REQUESTS, statuses=sorted({o.status for o in outcomes}))
+    assert [f"{o}: {problem_errors(o, 503)}" for o in outcomes if problem_errors(o, 503)] == []
+    for outcome in outcomes:
+        assert outcome.headers.get("retry-after") == "1"
+        assert outcome.headers.get("x-request-id") == outcome.json()["request_id"]
+        assert outcome.headers.get("referrer-policy") == "no-referrer"
+        assert outcome.headers.get("x-content-type-options") == "nosniff"
+    assert returncode == 0
+    assert await private_db.fetchval("SELECT count(*) FROM users") == 0  # every cut request rolled back
+    assert await private_db.fetchval("SELECT count(*) FROM outbox") == 0
+    assert not [line for line in lines if "Traceback" in str(line.get("exception", ""))]

@@ -20,7 +20,7 @@ from user_service.presentation.http import docs, health, problems, users
 from user_service.presentation.http.injection import use_container
 from user_service.presentation.http.liveness import answer_liveness
 from user_service.presentation.http.middleware import RequestMiddleware
-from user_service.presentation.http.server import HardenedHttpToolsProtocol
+from user_service.presentation.http.server import HardenedHttpToolsProtocol, ServerLimits
 
 
 class ServiceAPI(FastAPI):
@@ -82,7 +82,15 @@ def app_from_environment() -> FastAPI:
     """uvicorn's factory: every worker reads its settings from the environment."""
     settings = load_settings()
     configure_logging(settings.log_level.value, settings.log_json)
-    HardenedHttpToolsProtocol.configure(header_timeout=settings.http_header_timeout)
+    HardenedHttpToolsProtocol.configure(
+        ServerLimits(
+            header_timeout=settings.http_header_timeout,
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+            body_timeout=settings.http_body_timeout,
+            body_min_rate=settings.http_body_min_rate,
+        )
+    )
     app = create_app(settings)
     settle_garbage_collector()
     return app

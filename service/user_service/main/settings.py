@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     outbox_retention_hours: Annotated[float, Field(ge=0)] = 24.0
     shutdown_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     http_header_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    http_max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+    http_max_headers: Annotated[int, Field(ge=8, le=10_000)] = 100
+    http_body_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    http_body_min_rate: Annotated[float, Field(ge=0, le=100 * 1024 * 1024)] = 1024.0
     # WEB_CONCURRENCY (what platforms set to the CPUs a container may use) counts when WORKERS is unset.
     workers: Annotated[
         int, Field(ge=1, le=64, validation_alias=AliasChoices("workers", "web_concurrency"))

@@ -32,6 +32,16 @@ HTTP_ACTIVE = Gauge(
     ["http_request_method"],
     multiprocess_mode="livesum",
 )
+HTTP_REFUSED = Counter(
+    "http_server_refused_requests",
+    "Requests the HTTP server answered itself (400, 408, 431) or cut off (a header timeout), by reason.",
+    ["reason"],
+)
+HTTP_DISCONNECTS = Counter(
+    "http_server_client_disconnects",
+    "Requests whose client went away before their answer was complete (counted apart from the RED metrics).",
+    ["http_request_method", "http_route"],
+)
 USERS_CREATED = Counter("users_created", "Users created.")
 USERS_DELETED = Counter("users_deleted", "Users deleted.")
 USERNAME_CHANGED = Counter("users_username_changed", "Usernames changed.")

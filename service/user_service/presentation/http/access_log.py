@@ -1,4 +1,5 @@
-"""One access line per request (`event: "request"`); probes and scrapes at debug, 5xx at error."""
+"""One access line per request (`event: "request"`); probes and scrapes at debug, 5xx at error, and a
+request whose client went away at info, with `client_disconnected: true` and whatever status it had."""
 
 import structlog
 from starlette.types import Scope
@@ -7,10 +8,20 @@ _log = structlog.get_logger("user_service.access")
 
 
 def log_request(
-    scope: Scope, *, method: str, route: str, path: str, status: int, duration: float, quiet: bool
+    scope: Scope,
+    *,
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    duration: float,
+    quiet: bool,
+    client_gone: bool = False,
 ) -> None:
     client = scope.get("client")
-    (_log.debug if quiet else _log.error if status >= 500 else _log.info)(
+    level = _log.debug if quiet else _log.info if client_gone or status < 500 else _log.error
+    fields = {"client_disconnected": True} if client_gone else {}
+    level(
         "request",
         method=method,
         route=route,
@@ -18,4 +29,5 @@ def log_request(
         status=status,
         duration_ms=round(duration * 1000, 3),
         client=f"{client[0]}:{client[1]}" if client else None,
+        **fields,
     )

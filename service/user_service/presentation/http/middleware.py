@@ -1,16 +1,20 @@
 """The outermost layer of every request, composed of one job per module:
 
-- `paths.py`: the trailing slash folded;
+- `paths.py`: the trailing slash folded; `request_rules.py`: Host rules and encoded slashes refused;
 - `headers.py`: the request id and the security headers on every answer;
 - `body_limit.py`: the 64 KiB body limit;
 - `server_span.py`, `request_metrics.py`, `access_log.py`: the server span, the HTTP metrics, the access
   line (probes and scrapes get no span and no metrics, and their access line is at debug);
-- here: the one place an unexpected error is logged (with its traceback, once) and becomes a 500.
+- `websocket.py`: WebSocket handshakes refused with a problem;
+- here: HEAD answered as GET without the body; a client that went away told from a failure; a request
+  cut off by the shutdown deadline answered 503; and the one place an unexpected error is logged (with
+  its traceback, once) and becomes a 500.
 
 It is one ASGI callable rather than a stack of them: a stack wraps `send` and builds a frame per layer
 for every request, which the service's throughput pays for.
 """
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,7 +23,14 @@ from opentelemetry.trace import Span
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from user_service.infrastructure.telemetry.metrics import UNMATCHED_ROUTE
-from user_service.presentation.http import access_log, problem_details, request_metrics, server_span
+from user_service.presentation.http import (
+    access_log,
+    problem_details,
+    request_metrics,
+    request_rules,
+    server_span,
+    websocket,
+)
 from user_service.presentation.http.body_limit import (
     MAX_BODY_SIZE,
     TOO_LARGE_DETAIL,
@@ -28,13 +39,22 @@ from user_service.presentation.http.body_limit import (
 )
 from user_service.presentation.http.headers import every_answer, request_id
 from user_service.presentation.http.paths import fold_trailing_slash
-from user_service.presentation.http.problems import INTERNAL
+from user_service.presentation.http.problems import INTERNAL, UNAVAILABLE
 
 error_log = structlog.get_logger("user_service.errors")
 
 # Probes and scrapes: no span, no metrics, access lines at debug level.
 QUIET_PATHS = frozenset({"/healthcheck", "/healthcheck/ready", "/metrics"})
 UNEXPECTED_DETAIL = "An unexpected error occurred; the request id identifies it in the service's logs."
+SHUTDOWN_DETAIL = "The service is shutting down and could not finish this request in time; retry it."
+
+
+class ClientGone(Exception):
+    """The connection closed under the answer: the client left; nothing failed on this side."""
+
+
+def _transport_closed(exc: Exception) -> bool:
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "closed" in str(exc))
 
 
 class RequestMiddleware:
@@ -43,22 +63,47 @@ class RequestMiddleware:
         self.telemetry = telemetry
         self.max_body_size = max_body_size
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0912, PLR0915
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await websocket.refuse(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         path = scope["path"]
         fold_trailing_slash(scope)
+        instance = scope["path"]
         rid = scope["request_id"] = request_id(scope)
         extra_headers = every_answer(rid)
-        response: dict[str, Any] = {"status": 500, "started": False}
+        head = scope["method"] == "HEAD"
+        # HEAD is answered as GET, without the body (RFC 9110 §9.3.2): the routes declare GET only.
+        app_scope = {**scope, "method": "GET"} if head else scope
+        state: dict[str, Any] = {"status": 500, "started": False, "complete": False, "gone": False}
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response["status"] = message["status"]
-                response["started"] = True
+                state["status"] = message["status"]
+                state["started"] = True
                 message["headers"] = [*message.get("headers", ()), *extra_headers]
-            await send(message)
+            elif head and message.get("body"):
+                message = {**message, "body": b""}
+            try:
+                await send(message)
+            except (OSError, RuntimeError) as exc:
+                if not _transport_closed(exc):
+                    raise
+                state["gone"] = True
+                raise ClientGone from exc
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["complete"] = True
+
+        within_limit = limited(receive, self.max_body_size)
+
+        async def receive_watching() -> Message:
+            message = await within_limit()
+            if message["type"] == "http.disconnect" and not state["complete"]:
+                state["gone"] = True
+            return message
 
         method = request_metrics.method_label(scope["method"])
         quiet = scope["path"] in QUIET_PATHS
@@ -72,36 +117,62 @@ class RequestMiddleware:
         start = time.perf_counter()
         try:
             declared = declared_length(scope)
-            if declared is not None and declared > self.max_body_size:
+            if (refused := request_rules.refusal(scope)) is not None:
+                status, detail = refused
+                await problem_details.send_problem(
+                    send_with_headers, problem_details.body(status, detail, instance=instance, request_id=rid)
+                )
+            elif declared is not None and declared > self.max_body_size:
                 # Refused before reading a byte; a body without a length is cut off as it arrives.
                 too_large = problem_details.body(
                     413, TOO_LARGE_DETAIL, instance=scope["path"], request_id=rid
                 )
                 await problem_details.send_problem(send_with_headers, too_large)
             else:
-                await self.app(scope, limited(receive, self.max_body_size), send_with_headers)
-        except Exception as exc:
-            error_log.error("unexpected error", exc_info=exc)
-            if span is not None:
-                span.record_exception(exc)
-            if not response["started"]:
-                unexpected = problem_details.body(
-                    500,
-                    UNEXPECTED_DETAIL,
-                    type=INTERNAL.uri,
-                    title=INTERNAL.title,
-                    instance=scope["path"],
+                await self.app(app_scope, receive_watching, send_with_headers)
+        except ClientGone:
+            pass
+        except asyncio.CancelledError:
+            # The shutdown deadline passed with this request still running: its transaction was rolled
+            # back on the way out; the client hears why and may retry elsewhere. The cancellation has done
+            # its work, so the request ends here, its answer sent.
+            error_log.warning("request cut off by the shutdown deadline", path=instance)
+            if not state["started"] and not state["gone"]:
+                unavailable = problem_details.body(
+                    503,
+                    SHUTDOWN_DETAIL,
+                    type=UNAVAILABLE.uri,
+                    title=UNAVAILABLE.title,
+                    instance=path,
                     request_id=rid,
                 )
-                await problem_details.send_problem(send_with_headers, unexpected)
-            response["status"] = 500
+                await problem_details.send_problem(send_with_headers, unavailable, [(b"retry-after", b"1")])
+            state["status"] = 503
+        except Exception as exc:
+            if state["gone"]:
+                pass  # what failed was reading or answering a client that had left
+            else:
+                error_log.error("unexpected error", exc_info=exc)
+                if span is not None:
+                    span.record_exception(exc)
+                if not state["started"]:
+                    unexpected = problem_details.body(
+                        500,
+                        UNEXPECTED_DETAIL,
+                        type=INTERNAL.uri,
+                        title=INTERNAL.title,
+                        instance=instance,
+                        request_id=rid,
+                    )
+                    await problem_details.send_problem(send_with_headers, unexpected)
+                state["status"] = 500
         finally:
             # While the span is still current, so the exemplar and the access line carry its ids.
             duration = time.perf_counter() - start
-            status = response["status"]
-            route = getattr(scope.get("route"), "path", None)
+            status, gone = state["status"], state["gone"]
+            route = getattr(app_scope.get("route"), "path", None)
             if measured:
-                request_metrics.finished(method, route or UNMATCHED_ROUTE, status, duration)
+                request_metrics.finished(method, route or UNMATCHED_ROUTE, status, duration, client_gone=gone)
             if self.telemetry:
                 access_log.log_request(
                     scope,
@@ -111,7 +182,8 @@ class RequestMiddleware:
                     status=status,
                     duration=duration,
                     quiet=quiet,
+                    client_gone=gone,
                 )
             if span is not None:
-                server_span.end(span, span_token, method=method, route=route, status=status)
+                server_span.end(span, span_token, method=method, route=route, status=status, client_gone=gone)
             structlog.contextvars.reset_contextvars(**tokens)

@@ -43,6 +43,7 @@ ERRORS: dict[type[Exception], ProblemType] = {
     StorageUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
 }
 VALIDATION = ERRORS[InvalidValue]
+UNAVAILABLE = ERRORS[StorageUnavailable]
 UNAVAILABLE_DETAILS = {
     StorageCause.POOL_TIMEOUT: "The service is busy: no database connection was free in time; retry shortly.",
     StorageCause.STATEMENT_TIMEOUT: (
@@ -141,6 +142,8 @@ def _allowed_methods(request: Request) -> list[str]:
         scope = {**request.scope, "method": method}
         if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
             methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")  # answered as GET without the body (middleware.py)
     return sorted(methods)
 
 

@@ -3,7 +3,7 @@ template and status, with the trace id as exemplar when the request was sampled.
 
 from opentelemetry import trace
 
-from user_service.infrastructure.telemetry.metrics import HTTP_ACTIVE, HTTP_DURATION
+from user_service.infrastructure.telemetry.metrics import HTTP_ACTIVE, HTTP_DISCONNECTS, HTTP_DURATION
 
 KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
 
@@ -17,8 +17,12 @@ def started(method: str) -> None:
     HTTP_ACTIVE.labels(method).inc()
 
 
-def finished(method: str, route: str, status: int, duration: float) -> None:
+def finished(method: str, route: str, status: int, duration: float, *, client_gone: bool = False) -> None:
+    """A request that ended; one whose client went away is counted apart, not as a success or an error."""
     HTTP_ACTIVE.labels(method).dec()
+    if client_gone:
+        HTTP_DISCONNECTS.labels(method, route).inc()
+        return
     ctx = trace.get_current_span().get_span_context()
     exemplar = {"trace_id": format(ctx.trace_id, "032x")} if ctx.trace_flags.sampled else None
     HTTP_DURATION.labels(method, route, str(status)).observe(duration, exemplar)

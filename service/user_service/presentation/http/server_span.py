@@ -39,12 +39,14 @@ def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
     return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
 
-def end(span: Span, token: object, *, method: str, route: str | None, status: int) -> None:
+def end(span: Span, token: object, *, method: str, route: str | None, status: int, client_gone: bool) -> None:
     if route is not None:
         span.update_name(f"{method} {route}")
         span.set_attribute("http.route", route)
     span.set_attribute("http.response.status_code", status)
-    if status >= 500:
+    if client_gone:
+        span.set_attribute("error.type", "client_disconnected")  # the client's doing: no error status
+    elif status >= 500:
         span.set_attribute("error.type", str(status))
         span.set_status(Status(StatusCode.ERROR))
     span.end()
