@@ -104,7 +104,7 @@ def test_a_header_flood_keeps_memory_flat_and_others_served(service: ServiceProc
     )
     assert after - before < 30, f"the process grew from {before:.0f} to {after:.0f} MiB"
     assert max(closed_within) < 10
-    assert slowest_other < 1.0
+    assert slowest_other < 2.0
 
 
 def test_a_trickling_body_is_answered_408_and_its_connection_freed(service: ServiceProcess) -> None:
@@ -152,7 +152,7 @@ def test_a_trickling_body_is_answered_408_and_its_connection_freed(service: Serv
     assert [split(a)[0] for a in answers.values() if split(a)[0] != 408] == []
     assert sum(split(a)[0] == 408 for a in answers.values()) > clients // 2
     assert_problem_with_every_header(next(iter(answers.values())), 408)
-    assert slowest_other < 1.0
+    assert slowest_other < 2.0
 
 
 def metric_total(service: ServiceProcess, name: str, **labels: str) -> float:
