@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.private_db import PrivateDatabase
 from tests.support.service import ServiceProcess
-from tests.support.traffic import problem_errors, report, send
+from tests.support.traffic import report, send
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +108,7 @@ async def test_pool_exhaustion_is_503_within_the_pool_timeout(private_db: Privat
     )
     assert [str(o) for o in outcomes if not (o.ok or o.status == 503)] == []
     assert len(unavailable) >= EXHAUSTED, "the pool was not exhausted"
-    assert [f"{o}: {problem_errors(o, 503)}" for o in unavailable if problem_errors(o, 503)] == []
+    assert [f"{o}: {o.problem_errors(503)}" for o in unavailable if o.problem_errors(503)] == []
     assert [o.headers.get("retry-after") for o in unavailable if o.headers.get("retry-after") != "1"] == []
     assert [str(o) for o in unavailable if o.elapsed >= ANSWER_WITHIN_S] == []
     assert alive

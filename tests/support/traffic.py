@@ -1,4 +1,4 @@
-"""Recorded HTTP traffic for fault tests: every request's timing and answer, a problem-details check,
+"""Recorded HTTP traffic for fault tests: every request's timing and answer (and whether it is a problem),
 and the service's JSON log lines."""
 
 import re
@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-PROBLEM_JSON = "application/problem+json"
+from loadtest.problem import problem_errors
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class Outcome:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+    def problem_errors(self, status: int) -> list[str]:
+        """Why this answer is not an RFC 9457 problem with `status` (empty when it is one)."""
+        return problem_errors(self.status or 0, self.content_type, self.body, status)
 
     def __str__(self) -> str:
         answer = self.error or f"{self.status} {self.content_type} {self.body[:300]!r}"
@@ -59,25 +63,6 @@ async def send(
         response.content,
         dict(response.headers),
     )
-
-
-def problem_errors(outcome: Outcome, status: int) -> list[str]:
-    """Why `outcome` is not an RFC 9457 problem with `status` (empty when it is one)."""
-    errors = []
-    if outcome.status != status:
-        errors.append(f"status {outcome.status}, not {status}")
-    if outcome.content_type != PROBLEM_JSON:
-        errors.append(f"content type {outcome.content_type!r}")
-    else:
-        body = outcome.json()
-        if body.get("status") != status:
-            errors.append(f"body status {body.get('status')!r}")
-        errors += [
-            f"no {key}"
-            for key in ("type", "title", "detail")
-            if not isinstance(body.get(key), str) or not body[key]
-        ]
-    return errors
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
