@@ -34,21 +34,20 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from otlp_sink import OtlpSink
+from scratch_db import create_database, drop_database, with_database
+from service_process import answers, free_port
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
@@ -107,20 +106,6 @@ def _on_signal(signum: int, _frame: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-async def admin(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 def uuid7_at(unix_ms: int, rng: random.Random) -> uuid.UUID:
     rand = rng.getrandbits(74)
     return uuid.UUID(int=unix_ms << 80 | 7 << 76 | (rand >> 62) << 64 | 2 << 62 | rand & ((1 << 62) - 1))
@@ -176,12 +161,6 @@ async def server_version(dsn: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def service_command(override: str | None) -> list[str]:
     if override:
         return override.split()
@@ -231,14 +210,6 @@ def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
             return busy_share
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 def start(target: Target, cmd: list[str], env: dict[str, str], logs: Path, timeout: float = 60) -> None:
     target.port = free_port()
     target.log_path = logs / f"{target.key}.log"
@@ -256,7 +227,7 @@ def start(target: Target, cmd: list[str], env: dict[str, str], logs: Path, timeo
     while time.monotonic() < deadline:
         if target.proc.poll() is not None:
             raise RuntimeError(f"{target.key} exited with {target.proc.returncode}; see {target.log_path}")
-        if http_ok(f"http://127.0.0.1:{target.port}/healthcheck"):
+        if answers(f"http://127.0.0.1:{target.port}/healthcheck", timeout=2):
             return
         time.sleep(0.2)
     raise RuntimeError(
@@ -276,42 +247,6 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
-
-
-class OtlpSink:
-    """Accepts OTLP/HTTP exports (traces, metrics, logs) and answers 200, counting what it got."""
-
-    def __init__(self) -> None:
-        sink = self
-        self.requests = 0
-        self.bytes = 0
-        self.lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                size = int(self.headers.get("content-length") or 0)
-                self.rfile.read(size)
-                with sink.lock:
-                    sink.requests += 1
-                    sink.bytes += size
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -560,7 +495,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--dsn",
         default=os.environ.get("BENCH_DSN", DEFAULT_DSN),
-        help="PostgreSQL server; its database is where the bench databases are created and dropped from",
+        help="PostgreSQL server where the bench databases are made and dropped (from its postgres database)",
     )
     parser.add_argument("--seconds", type=float, default=15, help="measured seconds per shape and target")
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds before each measurement")
@@ -602,10 +537,9 @@ def prepare_databases(
     for target in TARGETS:
         target.database = f"bench_{stamp}_{target.key.replace('-', '_')}"
         url = with_database(args.dsn, target.database)
-        asyncio.run(admin(args.dsn, f'CREATE DATABASE "{target.database}"'))
+        asyncio.run(create_database(args.dsn, target.database))
         if not args.keep_databases:
-            drop = f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'
-            cleanups.append(lambda drop=drop: asyncio.run(admin(args.dsn, drop)))
+            cleanups.append(lambda name=target.database: asyncio.run(drop_database(args.dsn, name)))
         migrate = subprocess.run(
             [*service, "migrate"],
             env={**base_env(), "DATABASE_URL": url},

@@ -12,7 +12,6 @@ or, in one call, `scrape_with_bundle_config(target_url, exemplars_of=...)`.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from loadtest.service_process import free_port
 from tests.support.required import require_tool
 
 from .support import PROMETHEUS_CONFIG, compose_config, load_yaml
@@ -38,13 +38,6 @@ _OWN_FLAGS = ("--config.file", "--storage.tsdb.path", "--web.listen-address")
 
 def prometheus_binary() -> str:
     return require_tool("prometheus", "/usr/bin/prometheus", install="apt-get install prometheus")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def single_job_config(

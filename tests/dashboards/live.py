@@ -37,9 +37,9 @@ from typing import Any
 import httpx
 import yaml
 
+from loadtest.service_process import ServiceProcess
 from tests.bundle.prom import PrometheusProcess, compose_prometheus_flags, run_prometheus
 from tests.bundle.support import PROMETHEUS_CONFIG, RULES_DIR, load_yaml
-from tests.support.service import ServiceProcess
 
 # RabbitMQ's rabbitmq_prometheus plugin, where a local RabbitMQ serves it (RABBITMQ_PROMETHEUS overrides).
 RABBITMQ_PROMETHEUS = os.environ.get("RABBITMQ_PROMETHEUS", "127.0.0.1:15692")

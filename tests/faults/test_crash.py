@@ -13,9 +13,9 @@ import httpx
 import orjson
 import pytest
 
+from loadtest.service_process import ServiceProcess
 from tests.support.broker import Consumer
 from tests.support.private_db import PrivateDatabase
-from tests.support.service import ServiceProcess
 from tests.support.traffic import Outcome, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase, proxied_url
-from tests.support.service import ServiceProcess
 from tests.support.traffic import Outcome, report, send
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
 from tests.support.private_db import PrivateDatabase
-from tests.support.service import ServiceProcess
 from tests.support.traffic import log_lines, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

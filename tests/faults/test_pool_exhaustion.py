@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
 from tests.support.private_db import PrivateDatabase
-from tests.support.service import ServiceProcess
 from tests.support.traffic import report, send
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 
 from loadtest.problem import PROBLEM_JSON
+from loadtest.service_process import ServiceProcess
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase, proxied_url
-from tests.support.service import ServiceProcess
 from tests.support.traffic import Outcome, leaks, log_lines, report, send
 
 PASSWORD = "Zq8-rT3xV-secret-pw"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.service import ServiceProcess
+from loadtest.service_process import ServiceProcess
 from tests.support.traffic import report
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from tests.conftest import create_database, with_database
+from loadtest.scratch_db import create_database, drop_database, with_database
 from tests.support.fault_proxy import FaultProxy, Target
 from tests.support.required import unavailable
 from user_service.infrastructure.db import migrations
@@ -85,14 +85,6 @@ class PrivateDatabase:
             return await conn.fetchval(query, *args)
         finally:
             await conn.close()
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(with_database(server_url, "postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

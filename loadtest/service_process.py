@@ -1,6 +1,13 @@
-"""The real service as a subprocess (`python -m user_service.main.cli`), for tests that need a process:
-its logs on stdout, its exported spans, signals, several workers, crashes."""
+"""The service as a subprocess on a free port, for the tests and tools that need a real process: its log,
+signals, several workers, crashes, a load from outside. Standard library only.
 
+    with ServiceProcess({"DATABASE_URL": url}) as service:
+        urllib.request.urlopen(f"{service.url}/users/")
+"""
+
+from __future__ import annotations
+
+import http.client
 import os
 import signal
 import socket
@@ -8,21 +15,44 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import httpx
+# This interpreter's service CLI; a tool outside the service's environment passes e.g. `uv run user-service`.
+CLI = (sys.executable, "-m", "user_service.main.cli")
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the kernel's pick)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def answers(url: str, timeout: float = 1) -> bool:
+    """Whether a GET of `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (OSError, http.client.HTTPException):
+        return False
+
+
 class ServiceProcess:
-    def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), port: int | None = None) -> None:
+    """`command` (the service's CLI) with `args`, listening on `port` (a free one by default), with the
+    caller's environment, JSON logs at info, ENVIRONMENT=test and `env` on top; its output in a temporary
+    file."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        args: Sequence[str] = (),
+        port: int | None = None,
+        command: Sequence[str] = CLI,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -33,27 +63,22 @@ class ServiceProcess:
             "PORT": str(self.port),
             **env,
         }
-        self.args = args
+        self.command = [*command, *args]
         self._log = tempfile.NamedTemporaryFile(prefix="user-service-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = Path(self._log.name)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> Self:
+        """Start it and wait until GET /healthcheck answers 200."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "user_service.main.cli", *self.args],
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the service exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if answers(f"{self.url}/healthcheck"):
+                return self
             time.sleep(0.1)
         raise TimeoutError(f"the service did not answer within {timeout} s:\n{self.output()}")
 
@@ -69,6 +94,7 @@ class ServiceProcess:
         return self.process.wait(timeout)
 
     def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM, then SIGKILL if it is still there after `timeout`; the exit code (None: never started)."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)
