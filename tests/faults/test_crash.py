@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
 from tests.support.broker import Consumer
+from tests.support.evidence import report
 from tests.support.private_db import PrivateDatabase
-from tests.support.traffic import Outcome, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

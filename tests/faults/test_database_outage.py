@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
+from tests.support.evidence import report
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase, proxied_url
-from tests.support.traffic import Outcome, report, send
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from loadtest.service_process import ServiceProcess
+from loadtest.traffic import send
+from tests.support.evidence import log_lines, report
 from tests.support.private_db import PrivateDatabase
-from tests.support.traffic import log_lines, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

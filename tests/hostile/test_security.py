@@ -11,9 +11,10 @@ from fastapi import FastAPI
 
 from loadtest.problem import PROBLEM_JSON
 from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
+from tests.support.evidence import leaks, log_lines, report
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase, proxied_url
-from tests.support.traffic import Outcome, leaks, log_lines, report, send
 
 PASSWORD = "Zq8-rT3xV-secret-pw"
 

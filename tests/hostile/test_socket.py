@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from loadtest.service_process import ServiceProcess
-from tests.support.traffic import report
+from tests.support.evidence import report
 
 pytestmark = pytest.mark.slow
 

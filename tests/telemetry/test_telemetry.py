@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.service_process import ServiceProcess
 from tests.support.broker import Consumer
+from tests.support.evidence import log_lines
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.traffic import log_lines
 from user_service.infrastructure.db.database import Database
 
 SERVER, CLIENT, PRODUCER = 2, 3, 4  # OTLP SpanKind values
