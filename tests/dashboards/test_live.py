@@ -1,7 +1,7 @@
 """Every dashboard panel that reads the service's metrics shows data when a real Prometheus scrapes the
 real service under load.
 
-One run for the module (tests/dashboards/live.py): the service as a subprocess on the session's database
+One run for the module (observability/live.py): the service as a subprocess on the session's database
 with BROKER_URL set (so its outbox relay publishes to RabbitMQ and the outbox metrics move), the real
 Prometheus (/usr/bin/prometheus, with the bundle's flags, `--enable-feature=exemplar-storage` among them)
 scraping it every second with observability/prometheus.yml and evaluating observability/rules/*.yml
@@ -38,9 +38,8 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.bundle.prom import prometheus_binary
-
-from .live import (
+from observability.dashboards import Dashboard, load_dashboards, render, sample_values, variable_query
+from observability.live import (
     RABBITMQ_PROMETHEUS,
     LiveRun,
     excluded_reason,
@@ -49,16 +48,9 @@ from .live import (
     reachable,
     running_components,
 )
-from .queries import (
-    LABEL_VALUES,
-    Dashboard,
-    PanelQuery,
-    load_dashboards,
-    panel_queries,
-    render,
-    sample_values,
-    variable_query,
-)
+from tests.bundle.prom import prometheus_binary
+
+from .queries import LABEL_VALUES, PanelQuery, panel_queries
 
 pytestmark = pytest.mark.broker
 
