@@ -1,6 +1,7 @@
 """Load test of the users REST API, with every answer checked.
 
-Run with nothing but Locust installed (stdlib + locust only, outside the service's environment):
+Run with nothing but Locust installed (stdlib + locust, and problem.py beside this file; outside the
+service's environment):
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:5000            # web UI, Mixed users
     locust -f loadtest/locustfile.py --host URL --headless -u 20 -r 5 -t 1m   # headless
@@ -44,6 +45,8 @@ from typing import Any
 from locust import FastHttpUser, between, events
 from locust.env import Environment
 from locust.runners import WorkerRunner
+
+from problem import problem_errors  # loadtest/problem.py: Locust puts the locustfile's folder on sys.path
 
 log = logging.getLogger("loadtest")
 
@@ -219,25 +222,19 @@ def json_body(resp: Any) -> tuple[Any, str | None]:
         return None, f"body is not JSON: {exc}; {(resp.text or '')[:120]!r}"
 
 
-def expect(resp: Any, status: int) -> tuple[Any, str | None]:  # noqa: PLR0911
-    """Check the status code and the content type; return the decoded body."""
+def expect(resp: Any, status: int) -> tuple[Any, str | None]:
+    """Check the status code and the content type (an error must be a problem); return the decoded body."""
     if resp.status_code == 0:
         return None, f"no response (connection error): {resp.error}"
     if resp.status_code != status:
         return None, f"HTTP {resp.status_code} (expected {status}): {(resp.text or '')[:200]!r}"
-    content_type = (resp.headers.get("content-type") or "").split(";")[0].strip()
-    wanted = "application/json" if status < 400 else "application/problem+json"
-    if content_type != wanted:
-        return None, f"content-type {content_type!r} (expected {wanted!r})"
-    body, problem = json_body(resp)
-    if problem:
-        return None, problem
     if status >= 400:
-        if not isinstance(body, dict):
-            return None, f"problem body is not an object: {body!r:.120}"
-        if "status" in body and body["status"] != status:
-            return None, f"problem status {body['status']!r} != HTTP {status}"
-    return body, None
+        errors = problem_errors(status, resp.headers.get("content-type") or "", resp.content or b"", status)
+        return (None, "not a problem: " + "; ".join(errors)) if errors else json_body(resp)
+    content_type = (resp.headers.get("content-type") or "").split(";")[0].strip()
+    if content_type != "application/json":
+        return None, f"content-type {content_type!r} (expected 'application/json')"
+    return json_body(resp)
 
 
 _logged: dict[str, int] = {}
