@@ -36,12 +36,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from loadtest.service_process import ServiceProcess
 from loadtest.traffic import Outcome, send
-from observability.bundle import PROMETHEUS_CONFIG, RULES_DIR, load_yaml
-from observability.prom import PrometheusProcess, compose_prometheus_flags, instant_query, run_prometheus
+from observability.prom import (
+    PrometheusProcess,
+    compose_prometheus_flags,
+    instant_query,
+    local_config,
+    run_prometheus,
+)
 
 # RabbitMQ's rabbitmq_prometheus plugin, where a local RabbitMQ serves it (RABBITMQ_PROMETHEUS overrides).
 RABBITMQ_PROMETHEUS = os.environ.get("RABBITMQ_PROMETHEUS", "127.0.0.1:15692")
@@ -133,28 +137,13 @@ def live_prometheus_config(
     Prometheus' own address is only known once it listens, so its job reads it from `self_targets_file`
     (file service discovery), which the caller writes then.
     """
-    config = load_yaml(PROMETHEUS_CONFIG)
-    jobs = {scrape["job_name"]: dict(scrape) for scrape in config["scrape_configs"]}
-    timing = {"scrape_interval": interval, "scrape_timeout": interval}
-    scrapes = [
-        {**jobs["user-service"], **timing, "static_configs": [{"targets": [service_target]}]},
-        {
-            **{k: v for k, v in jobs["prometheus"].items() if k != "static_configs"},
-            **timing,
-            "file_sd_configs": [{"files": [str(self_targets_file)], "refresh_interval": "1s"}],
-        },
-    ]
+    jobs: dict[str, dict[str, Any]] = {
+        "user-service": {"static_configs": [{"targets": [service_target]}]},
+        "prometheus": {"file_sd_configs": [{"files": [str(self_targets_file)], "refresh_interval": "1s"}]},
+    }
     if rabbitmq_target is not None:
-        scrapes.append({**jobs["rabbitmq"], **timing, "static_configs": [{"targets": [rabbitmq_target]}]})
-    global_config = {**config.get("global", {}), **timing, "evaluation_interval": interval}
-    return yaml.safe_dump(
-        {
-            "global": global_config,
-            "rule_files": [str(RULES_DIR / "*.yml")],
-            "scrape_configs": scrapes,
-        },
-        sort_keys=False,
-    )
+        jobs["rabbitmq"] = {"static_configs": [{"targets": [rabbitmq_target]}]}
+    return local_config(jobs, interval=interval, rules=True)
 
 
 def write_targets(path: Path, targets: list[str]) -> None:

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,8 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from loadtest.service_process import free_port
-from observability.bundle import compose_config
+import yaml
+
+from loadtest.service_process import answers, free_port
+from observability.bundle import PROMETHEUS_CONFIG, RULES_DIR, compose_config, load_yaml
 
 T = TypeVar("T")
 
@@ -31,16 +32,42 @@ T = TypeVar("T")
 _OWN_FLAGS = ("--config.file", "--storage.tsdb.path", "--web.listen-address")
 INSTALL = "apt-get install prometheus"
 DEBIAN_BINARY = "/usr/bin/prometheus"
+# A scrape job's keys that name its targets (static_configs, file_sd_configs, dns_sd_configs, ...).
+TARGETS = ("static_configs", "_sd_configs")
 
 
 def prometheus_binary() -> str:
     """The path of the prometheus executable (on PATH or Debian's), or FileNotFoundError."""
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None
-    )
-    if found is None:
+    found = shutil.which("prometheus") or DEBIAN_BINARY
+    if not os.access(found, os.X_OK):
         raise FileNotFoundError(f"prometheus is not installed ({INSTALL})")
     return found
+
+
+def local_config(
+    jobs: Mapping[str, Mapping[str, Any]],
+    *,
+    interval: str = "1s",
+    rules: bool = False,
+    source: Path = PROMETHEUS_CONFIG,
+) -> str:
+    """`source` (the bundle's prometheus.yml) for a run on this machine: only the `jobs` named, each with its
+    own settings (relabelling, metrics path, ...) and, instead of its targets, those of `jobs[name]` (with
+    any other settings there); every scrape and rule evaluation each `interval`; the rules of
+    observability/rules/ if `rules`."""
+    config = load_yaml(source)
+    bundle = {scrape["job_name"]: scrape for scrape in config.get("scrape_configs", [])}
+    missing = sorted(set(jobs) - set(bundle))
+    assert not missing, f"{source} has no scrape job {missing}"
+    timing = {"scrape_interval": interval, "scrape_timeout": interval}
+    scrapes = []
+    for job, override in jobs.items():
+        own = {k: v for k, v in bundle[job].items() if not k.endswith(TARGETS)}
+        scrapes.append({**own, **timing, **override})
+    local = {"global": {**config.get("global", {}), **timing, "evaluation_interval": interval}}
+    if rules:
+        local["rule_files"] = [str(RULES_DIR / "*.yml")]
+    return yaml.safe_dump({**local, "scrape_configs": scrapes}, sort_keys=False)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -141,14 +168,6 @@ class PrometheusProcess:
         return self.wait_until(f"exemplars of {promql}", probe, timeout)
 
 
-def _ready(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(base_url + "/-/ready", timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @contextmanager
 def run_prometheus(
     config: str, flags: Sequence[str] = (), *, binary: str | None = None, ready_timeout: float = 15.0
@@ -182,7 +201,9 @@ def run_prometheus(
         prom = PrometheusProcess(base_url, process, log)
         try:
             prom.wait_until(
-                "prometheus to be ready", lambda: True if _ready(base_url) else None, ready_timeout
+                "prometheus to be ready",
+                lambda: True if answers(f"{base_url}/-/ready") else None,
+                ready_timeout,
             )
             yield prom
         finally:

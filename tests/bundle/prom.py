@@ -15,10 +15,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from observability.bundle import PROMETHEUS_CONFIG, load_yaml
-from observability.prom import DEBIAN_BINARY, INSTALL, compose_prometheus_flags, run_prometheus
+from observability.bundle import PROMETHEUS_CONFIG
+from observability.prom import DEBIAN_BINARY, INSTALL, compose_prometheus_flags, local_config, run_prometheus
 from tests.support.required import require_tool
 
 
@@ -26,36 +24,23 @@ def prometheus_binary() -> str:
     return require_tool("prometheus", DEBIAN_BINARY, install=INSTALL)
 
 
-def single_job_config(
-    source: Path, job: str, target_url: str, *, scrape_interval: str = "1s", scrape_timeout: str = "1s"
-) -> str:
+def single_job_config(source: Path, job: str, target_url: str) -> str:
     """`source` (a prometheus.yml) with only `job` left, scraping `target_url` (scheme://host:port/path).
 
     The job keeps its own settings (relabelling, honor labels, ...); its scheme, metrics path and target
     come from the URL. Rule files are dropped, and the interval is short so a test waits little.
     """
-    config = load_yaml(source)
-    jobs = [scrape for scrape in config.get("scrape_configs", []) if scrape["job_name"] == job]
-    assert jobs, f"{source} has no scrape job {job!r}"
-    scrape = dict(jobs[0])
     url = urllib.parse.urlsplit(target_url)
     assert url.scheme in ("http", "https"), f"not a target URL: {target_url!r}"
     assert url.netloc, f"not a target URL: {target_url!r}"
-    scrape.pop("file_sd_configs", None)
-    scrape.update(
-        scheme=url.scheme,
-        metrics_path=url.path or "/metrics",
-        static_configs=[{"targets": [url.netloc]}],
-        scrape_interval=scrape_interval,
-        scrape_timeout=scrape_timeout,
-    )
+    scrape: dict[str, Any] = {
+        "scheme": url.scheme,
+        "metrics_path": url.path or "/metrics",
+        "static_configs": [{"targets": [url.netloc]}],
+    }
     if url.query:
         scrape["params"] = dict(urllib.parse.parse_qs(url.query).items())
-    global_config = dict(config.get("global", {}))
-    global_config.update(
-        scrape_interval=scrape_interval, scrape_timeout=scrape_timeout, evaluation_interval="1s"
-    )
-    return yaml.safe_dump({"global": global_config, "scrape_configs": [scrape]}, sort_keys=False)
+    return local_config({job: scrape}, source=source)
 
 
 def scrape_with_bundle_config(
