@@ -19,7 +19,7 @@ import pytest
 
 from loadtest.scratch_db import create_database, drop_database, with_database
 from tests.support.fault_proxy import FaultProxy, Target
-from tests.support.required import unavailable
+from tests.support.required import require_answer
 from user_service.infrastructure.db import migrations
 
 
@@ -47,10 +47,7 @@ def db_target(postgres_server: str) -> Target:
             )
             await conn.close()
 
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        unavailable(f"no PostgreSQL answers through a proxy to {target!r}: {exc!r}")
+    require_answer(probe, f"no PostgreSQL answers through a proxy to {target!r}")
     return target
 
 
