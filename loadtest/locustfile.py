@@ -359,44 +359,53 @@ def create_user(user: ApiUser) -> None:
     user.create()
 
 
-def change_username(user: ApiUser) -> None:
+# What a change must leave as it was: (the answer, the user's fields before) -> a problem or None.
+Kept = Callable[[dict[str, Any], dict[str, Any]], str | None]
+
+
+def change(user: ApiUser, what: str, sent: dict[str, Any], kept: Kept) -> dict[str, Any] | None:
+    """PUT /users/{id}/`what` of one of this client's users: the answer must be that user with what was
+    `sent`, and with what `kept` names unchanged. The user's fields, or None (no user yet, or a wrong
+    answer)."""
     picked = pick_mine(user)
     if picked is None:
-        return
+        return None
     uid, fields = picked
-    sent = {"username": new_username()}
-    with user.client.put(
-        f"/users/{uid}/username", json=sent, name="/users/{user_id}/username", catch_response=True
-    ) as resp:
+    name = f"/users/{{user_id}}/{what}"
+    with user.client.put(f"/users/{uid}/{what}", json=sent, name=name, catch_response=True) as resp:
         body, problem = expect(resp, 200)
         problem = problem or user_problem(body) or echo_problem(body, sent)
         if not problem and body["id"] != uid:
             problem = f"answered for another user: {body['id']}, not {uid}"
-        names = ("first_name", "last_name")
-        if not problem and [body[k] for k in names] != [fields[k] for k in names]:
-            problem = "renaming changed the full name"
+        problem = problem or kept(body, fields)
         verdict(resp, problem)
-    if not problem:
+    return None if problem else fields
+
+
+def change_username(user: ApiUser) -> None:
+    sent = {"username": new_username()}
+
+    def full_name_kept(body: dict[str, Any], fields: dict[str, Any]) -> str | None:
+        names = ("first_name", "last_name")
+        if [body[k] for k in names] == [fields[k] for k in names]:
+            return None
+        return "renaming changed the full name"
+
+    fields = change(user, "username", sent, full_name_kept)
+    if fields is not None:
         fields["username"] = sent["username"]
 
 
 def change_full_name(user: ApiUser) -> None:
-    picked = pick_mine(user)
-    if picked is None:
-        return
-    uid, fields = picked
     sent = new_full_name()
-    with user.client.put(
-        f"/users/{uid}/full-name", json=sent, name="/users/{user_id}/full-name", catch_response=True
-    ) as resp:
-        body, problem = expect(resp, 200)
-        problem = problem or user_problem(body) or echo_problem(body, sent)
-        if not problem and body["id"] != uid:
-            problem = f"answered for another user: {body['id']}, not {uid}"
-        if not problem and body.get("username") != fields["username"]:
-            problem = f"changing the full name changed the username: {body.get('username')!r}"
-        verdict(resp, problem)
-    if not problem:
+
+    def username_kept(body: dict[str, Any], fields: dict[str, Any]) -> str | None:
+        if body.get("username") == fields["username"]:
+            return None
+        return f"changing the full name changed the username: {body.get('username')!r}"
+
+    fields = change(user, "full-name", sent, username_kept)
+    if fields is not None:
         fields.pop("middle_name", None)
         fields.update(sent)
 
