@@ -47,7 +47,7 @@ import asyncpg
 
 from otlp_sink import OtlpSink
 from scratch_db import create_database, drop_database, with_database
-from service_process import answers, free_port
+from service_process import ServiceProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
@@ -78,8 +78,7 @@ class Target:
     label: str
     database: str = ""
     port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
+    process: ServiceProcess | None = None
     rss_idle_kb: int = 0
     rss_after_kb: int = 0
     hwm_kb: int = 0
@@ -208,45 +207,6 @@ def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
         busy_share = (b1 - b0) / max(1, t1 - t0)
         if busy_share < threshold or time.monotonic() > deadline:
             return busy_share
-
-
-def start(target: Target, cmd: list[str], env: dict[str, str], logs: Path, timeout: float = 60) -> None:
-    target.port = free_port()
-    target.log_path = logs / f"{target.key}.log"
-    full = [*cmd, "--host", "127.0.0.1", "--port", str(target.port)]
-    with target.log_path.open("wb") as log:
-        target.proc = subprocess.Popen(
-            full,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if target.proc.poll() is not None:
-            raise RuntimeError(f"{target.key} exited with {target.proc.returncode}; see {target.log_path}")
-        if answers(f"http://127.0.0.1:{target.port}/healthcheck", timeout=2):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(
-        f"{target.key} did not answer /healthcheck within {timeout:.0f} s; see {target.log_path}"
-    )
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the process group we started, SIGKILL it if it lingers."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -576,7 +536,7 @@ def start_targets(
     ]
     for target in TARGETS:
         url = with_database(args.dsn, target.database)
-        env = {**base_env(), "WORKERS": "1", "LOG_FORMAT": "json"}
+        env = {"WORKERS": "1", "LOG_FORMAT": "json"}
         if target.key == "floor":
             cmd = floor
             env["FLOOR_DATABASE_URL"] = url
@@ -586,12 +546,21 @@ def start_targets(
             env["TELEMETRY_ENABLED"] = "true" if target.key == "service" else "false"
             if target.key == "service" and sink is not None:
                 env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
-        cleanups.append(lambda t=target: stop(t.proc))
-        start(target, cmd, env, logs)
+        target.port = free_port()
+        target.process = ServiceProcess(
+            env,
+            ("--host", "127.0.0.1", "--port", str(target.port)),
+            target.port,
+            cmd,
+            environ=base_env(),
+            log_path=logs / f"{target.key}.log",
+            own_group=True,
+        )
+        cleanups.append(target.process.close)
+        pid = target.process.start(timeout=60).pid
         time.sleep(1)
-        assert target.proc is not None
-        target.rss_idle_kb = read_status(target.proc.pid).get("VmRSS", 0)
-        print(f"bench: {target.key} serving on port {target.port} (pid {target.proc.pid})", flush=True)
+        target.rss_idle_kb = read_status(pid).get("VmRSS", 0)
+        print(f"bench: {target.key} serving on port {target.port} (pid {pid})", flush=True)
 
 
 def measure(args: argparse.Namespace, ids_file: Path) -> None:
@@ -615,8 +584,8 @@ def measure(args: argparse.Namespace, ids_file: Path) -> None:
                 )
             turn += 1
     for target in TARGETS:
-        assert target.proc is not None
-        status = read_status(target.proc.pid)
+        assert target.process is not None
+        status = read_status(target.process.pid)
         target.rss_after_kb, target.hwm_kb = status.get("VmRSS", 0), status.get("VmHWM", 0)
 
 
