@@ -19,16 +19,30 @@ from observability.bundle import DASHBOARDS_DIR
 # The data source uids the provisioning defines (grafana/provisioning/datasources/), by type.
 EXPECTED_DATASOURCES = {"prometheus": "prometheus", "loki": "loki", "tempo": "tempo"}
 
-# Sample values of Grafana's built-in variables (a duration where Grafana puts one).
-BUILTIN_VALUES = {
-    "__rate_interval": "1m",
-    "__interval": "1m",
-    "__auto": "1m",
-    "__range": "1h",
-    "__interval_ms": "60000",
-    "__range_s": "3600",
-    "__range_ms": "3600000",
-}
+
+def duration(seconds: int) -> str:
+    """A whole number of seconds as Grafana writes a duration: 1h, 1m, 30s."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def builtin_values(rate_interval: str, interval_s: int, range_s: int) -> dict[str, str]:
+    """Grafana's built-in variables for a panel whose query step is `interval_s` over `range_s` seconds."""
+    return {
+        "__rate_interval": rate_interval,
+        "__interval": duration(interval_s),
+        "__auto": duration(interval_s),
+        "__range": duration(range_s),
+        "__interval_ms": str(interval_s * 1000),
+        "__range_s": str(range_s),
+        "__range_ms": str(range_s * 1000),
+    }
+
+
+# Sample values of Grafana's built-in variables: a step of a minute over the last hour.
+BUILTIN_VALUES = builtin_values("1m", 60, 3600)
 
 # $name, ${name}, ${name:format}, [[name]], [[name:format]]
 VARIABLE_USE = re.compile(

@@ -39,6 +39,7 @@ from observability.bundle import REPO
 from observability.dashboards import (
     LEGEND_LABEL,
     Dashboard,
+    builtin_values,
     datasource_type,
     load_dashboards,
     render,
@@ -189,17 +190,9 @@ class Window:
 
     @property
     def builtins(self) -> dict[str, str]:
-        seconds = max(1, round(self.end - self.start))
-        step = max(1, round(self.step))
-        return {
-            "__rate_interval": self.rate_interval,
-            "__interval": f"{step}s",
-            "__auto": f"{step}s",
-            "__interval_ms": str(step * 1000),
-            "__range": f"{seconds}s",
-            "__range_s": str(seconds),
-            "__range_ms": str(seconds * 1000),
-        }
+        return builtin_values(
+            self.rate_interval, max(1, round(self.step)), max(1, round(self.end - self.start))
+        )
 
 
 def display_name(legend: str, metric: Mapping[str, str], expr: str) -> str:

@@ -38,7 +38,14 @@ import asyncpg
 import orjson
 import pytest
 
-from observability.dashboards import Dashboard, load_dashboards, render, sample_values, variable_query
+from observability.dashboards import (
+    Dashboard,
+    builtin_values,
+    load_dashboards,
+    render,
+    sample_values,
+    variable_query,
+)
 from observability.live import (
     RABBITMQ_PROMETHEUS,
     LiveRun,
@@ -56,15 +63,7 @@ pytestmark = pytest.mark.broker
 
 LOAD_SECONDS = 20
 ROUTE = "/users/{user_id}"  # the route `$route` is set to: it answers 200, 404, 409 and 422
-LIVE_BUILTINS = {
-    "__rate_interval": "30s",
-    "__interval": "5s",
-    "__auto": "5s",
-    "__range": "1m",
-    "__interval_ms": "5000",
-    "__range_s": "60",
-    "__range_ms": "60000",
-}
+LIVE_BUILTINS = builtin_values("30s", interval_s=5, range_s=60)
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 RABBITMQ = reachable(RABBITMQ_PROMETHEUS)
