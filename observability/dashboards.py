@@ -141,3 +141,12 @@ def datasource_type(dashboard: Dashboard, panel: Mapping[str, Any], target: Mapp
         if isinstance(ds, Mapping) and ds.get("uid"):
             return {uid: kind for kind, uid in EXPECTED_DATASOURCES.items()}.get(str(ds["uid"]), "unknown")
     return "unknown"
+
+
+_REGEX_SPECIAL = re.compile(r"[$^*{}\[\]'+?.()|]")
+
+
+def grafana_regex_value(value: str) -> str:
+    """`value` as Grafana writes a selected value of a multi-value variable into a PromQL regex matcher:
+    regex metacharacters escaped, backslashes doubled for the string literal."""
+    return _REGEX_SPECIAL.sub(lambda m: "\\\\" + m.group(0), value.replace("\\", "\\\\\\\\"))

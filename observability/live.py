@@ -92,15 +92,6 @@ def query_components(promql: str) -> frozenset[str]:
     return frozenset(found)
 
 
-_REGEX_SPECIAL = re.compile(r"[$^*{}\[\]'+?.()|]")
-
-
-def grafana_regex_value(value: str) -> str:
-    """`value` as Grafana writes a selected value of a multi-value variable into a PromQL regex matcher:
-    regex metacharacters escaped, backslashes doubled for the string literal."""
-    return _REGEX_SPECIAL.sub(lambda m: "\\\\" + m.group(0), value.replace("\\", "\\\\\\\\"))
-
-
 def reachable(address: str, timeout: float = 0.5) -> bool:
     host, _, port = address.rpartition(":")
     try:

@@ -3,9 +3,7 @@
 Dashboards are the JSON files under grafana/dashboards/ (read by observability/dashboards.py, which also
 sets their template variables to sample values), rules the YAML files under observability/rules/.
 
-For a test against a live Prometheus after a load run, `promql_panel_queries()` lists every
-(dashboard, panel id, PromQL, legend labels): each query should return at least one series, and each
-series should carry the labels its legend names.
+`panel_queries()` lists every query of every panel (test_live.py runs the PromQL ones on a live Prometheus).
 
 `run_querycheck()` parses queries with the PromQL, LogQL and TraceQL grammars of the Prometheus and
 Grafana query editors (tests/dashboards/querycheck, a small Node program).
@@ -148,19 +146,6 @@ def panel_queries(dashboards: Sequence[Dashboard] | None = None) -> list[PanelQu
                     )
                 )
     return out
-
-
-def promql_panel_queries() -> list[tuple[str, int, str, frozenset[str]]]:
-    """(dashboard uid, panel id, PromQL ready to run, labels its legend names) for every Prometheus target.
-
-    For a live check: each query should return at least one series, and every series should carry
-    each of the legend's labels.
-    """
-    return [
-        (q.dashboard, q.panel_id, q.rendered, q.legend_labels)
-        for q in panel_queries()
-        if q.language == "promql"
-    ]
 
 
 @dataclass(frozen=True)

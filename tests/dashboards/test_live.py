@@ -41,6 +41,7 @@ import pytest
 from observability.dashboards import (
     Dashboard,
     builtin_values,
+    grafana_regex_value,
     load_dashboards,
     render,
     sample_values,
@@ -50,7 +51,6 @@ from observability.live import (
     RABBITMQ_PROMETHEUS,
     LiveRun,
     excluded_reason,
-    grafana_regex_value,
     live_run,
     reachable,
     running_components,
