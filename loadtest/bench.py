@@ -34,21 +34,20 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from otlp_sink import OtlpSink
+from scratch_db import create_database, drop_database, with_database
+from service_process import ServiceProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
@@ -79,8 +78,7 @@ class Target:
     label: str
     database: str = ""
     port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
+    process: ServiceProcess | None = None
     rss_idle_kb: int = 0
     rss_after_kb: int = 0
     hwm_kb: int = 0
@@ -105,20 +103,6 @@ def _on_signal(signum: int, _frame: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Databases
 # ---------------------------------------------------------------------------------------------------------
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-async def admin(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def uuid7_at(unix_ms: int, rng: random.Random) -> uuid.UUID:
@@ -176,12 +160,6 @@ async def server_version(dsn: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def service_command(override: str | None) -> list[str]:
     if override:
         return override.split()
@@ -229,89 +207,6 @@ def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
         busy_share = (b1 - b0) / max(1, t1 - t0)
         if busy_share < threshold or time.monotonic() > deadline:
             return busy_share
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def start(target: Target, cmd: list[str], env: dict[str, str], logs: Path, timeout: float = 60) -> None:
-    target.port = free_port()
-    target.log_path = logs / f"{target.key}.log"
-    full = [*cmd, "--host", "127.0.0.1", "--port", str(target.port)]
-    with target.log_path.open("wb") as log:
-        target.proc = subprocess.Popen(
-            full,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if target.proc.poll() is not None:
-            raise RuntimeError(f"{target.key} exited with {target.proc.returncode}; see {target.log_path}")
-        if http_ok(f"http://127.0.0.1:{target.port}/healthcheck"):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(
-        f"{target.key} did not answer /healthcheck within {timeout:.0f} s; see {target.log_path}"
-    )
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the process group we started, SIGKILL it if it lingers."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-class OtlpSink:
-    """Accepts OTLP/HTTP exports (traces, metrics, logs) and answers 200, counting what it got."""
-
-    def __init__(self) -> None:
-        sink = self
-        self.requests = 0
-        self.bytes = 0
-        self.lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                size = int(self.headers.get("content-length") or 0)
-                self.rfile.read(size)
-                with sink.lock:
-                    sink.requests += 1
-                    sink.bytes += size
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -560,7 +455,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--dsn",
         default=os.environ.get("BENCH_DSN", DEFAULT_DSN),
-        help="PostgreSQL server; its database is where the bench databases are created and dropped from",
+        help="PostgreSQL server where the bench databases are made and dropped (from its postgres database)",
     )
     parser.add_argument("--seconds", type=float, default=15, help="measured seconds per shape and target")
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds before each measurement")
@@ -602,10 +497,9 @@ def prepare_databases(
     for target in TARGETS:
         target.database = f"bench_{stamp}_{target.key.replace('-', '_')}"
         url = with_database(args.dsn, target.database)
-        asyncio.run(admin(args.dsn, f'CREATE DATABASE "{target.database}"'))
+        asyncio.run(create_database(args.dsn, target.database))
         if not args.keep_databases:
-            drop = f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'
-            cleanups.append(lambda drop=drop: asyncio.run(admin(args.dsn, drop)))
+            cleanups.append(lambda name=target.database: asyncio.run(drop_database(args.dsn, name)))
         migrate = subprocess.run(
             [*service, "migrate"],
             env={**base_env(), "DATABASE_URL": url},
@@ -642,7 +536,7 @@ def start_targets(
     ]
     for target in TARGETS:
         url = with_database(args.dsn, target.database)
-        env = {**base_env(), "WORKERS": "1", "LOG_FORMAT": "json"}
+        env = {"WORKERS": "1", "LOG_FORMAT": "json"}
         if target.key == "floor":
             cmd = floor
             env["FLOOR_DATABASE_URL"] = url
@@ -652,12 +546,21 @@ def start_targets(
             env["TELEMETRY_ENABLED"] = "true" if target.key == "service" else "false"
             if target.key == "service" and sink is not None:
                 env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
-        cleanups.append(lambda t=target: stop(t.proc))
-        start(target, cmd, env, logs)
+        target.port = free_port()
+        target.process = ServiceProcess(
+            env,
+            ("--host", "127.0.0.1", "--port", str(target.port)),
+            target.port,
+            cmd,
+            environ=base_env(),
+            log_path=logs / f"{target.key}.log",
+            own_group=True,
+        )
+        cleanups.append(target.process.close)
+        pid = target.process.start(timeout=60).pid
         time.sleep(1)
-        assert target.proc is not None
-        target.rss_idle_kb = read_status(target.proc.pid).get("VmRSS", 0)
-        print(f"bench: {target.key} serving on port {target.port} (pid {target.proc.pid})", flush=True)
+        target.rss_idle_kb = read_status(pid).get("VmRSS", 0)
+        print(f"bench: {target.key} serving on port {target.port} (pid {pid})", flush=True)
 
 
 def measure(args: argparse.Namespace, ids_file: Path) -> None:
@@ -681,8 +584,8 @@ def measure(args: argparse.Namespace, ids_file: Path) -> None:
                 )
             turn += 1
     for target in TARGETS:
-        assert target.proc is not None
-        status = read_status(target.proc.pid)
+        assert target.process is not None
+        status = read_status(target.process.pid)
         target.rss_after_kb, target.hwm_kb = status.get("VmRSS", 0), status.get("VmHWM", 0)
 
 

@@ -1,6 +1,7 @@
 """Load test of the users REST API, with every answer checked.
 
-Run with nothing but Locust installed (stdlib + locust only, outside the service's environment):
+Run with nothing but Locust installed (stdlib + locust, and problem.py beside this file; outside the
+service's environment):
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:5000            # web UI, Mixed users
     locust -f loadtest/locustfile.py --host URL --headless -u 20 -r 5 -t 1m   # headless
@@ -44,6 +45,8 @@ from typing import Any
 from locust import FastHttpUser, between, events
 from locust.env import Environment
 from locust.runners import WorkerRunner
+
+from problem import problem_errors  # loadtest/problem.py: Locust puts the locustfile's folder on sys.path
 
 log = logging.getLogger("loadtest")
 
@@ -219,25 +222,19 @@ def json_body(resp: Any) -> tuple[Any, str | None]:
         return None, f"body is not JSON: {exc}; {(resp.text or '')[:120]!r}"
 
 
-def expect(resp: Any, status: int) -> tuple[Any, str | None]:  # noqa: PLR0911
-    """Check the status code and the content type; return the decoded body."""
+def expect(resp: Any, status: int) -> tuple[Any, str | None]:
+    """Check the status code and the content type (an error must be a problem); return the decoded body."""
     if resp.status_code == 0:
         return None, f"no response (connection error): {resp.error}"
     if resp.status_code != status:
         return None, f"HTTP {resp.status_code} (expected {status}): {(resp.text or '')[:200]!r}"
-    content_type = (resp.headers.get("content-type") or "").split(";")[0].strip()
-    wanted = "application/json" if status < 400 else "application/problem+json"
-    if content_type != wanted:
-        return None, f"content-type {content_type!r} (expected {wanted!r})"
-    body, problem = json_body(resp)
-    if problem:
-        return None, problem
     if status >= 400:
-        if not isinstance(body, dict):
-            return None, f"problem body is not an object: {body!r:.120}"
-        if "status" in body and body["status"] != status:
-            return None, f"problem status {body['status']!r} != HTTP {status}"
-    return body, None
+        errors = problem_errors(status, resp.headers.get("content-type") or "", resp.content or b"", status)
+        return (None, "not a problem: " + "; ".join(errors)) if errors else json_body(resp)
+    content_type = (resp.headers.get("content-type") or "").split(";")[0].strip()
+    if content_type != "application/json":
+        return None, f"content-type {content_type!r} (expected 'application/json')"
+    return json_body(resp)
 
 
 _logged: dict[str, int] = {}
@@ -302,6 +299,8 @@ class ApiUser(FastHttpUser):
         query = f"offset={offset}&limit={limit}&order={order}"
         if deleted is not None:
             query += f"&deleted={deleted}"
+        # Known before the request was sent: a user created while it is in flight may or may not be on it.
+        users_known = bool(KNOWN.ids)
         with self.client.get(f"/users/?{query}", name="/users/", catch_response=True) as resp:
             body, problem = expect(resp, 200)
             users: list[dict[str, Any]] = []
@@ -320,7 +319,7 @@ class ApiUser(FastHttpUser):
                 wrong = [u["id"] for u in users if u["deleted"] != (deleted == "true")]
                 if wrong:
                     problem = f"deleted={deleted} filter not applied: {len(wrong)} users, e.g. {wrong[0]}"
-            if not problem and offset == 0 and deleted is None and not users and KNOWN.ids:
+            if not problem and offset == 0 and deleted is None and not users and users_known:
                 problem = "an empty first page although users exist"
             problem = problem or order_problem(users, order)
             verdict(resp, problem)
@@ -360,44 +359,53 @@ def create_user(user: ApiUser) -> None:
     user.create()
 
 
-def change_username(user: ApiUser) -> None:
+# What a change must leave as it was: (the answer, the user's fields before) -> a problem or None.
+Kept = Callable[[dict[str, Any], dict[str, Any]], str | None]
+
+
+def change(user: ApiUser, what: str, sent: dict[str, Any], kept: Kept) -> dict[str, Any] | None:
+    """PUT /users/{id}/`what` of one of this client's users: the answer must be that user with what was
+    `sent`, and with what `kept` names unchanged. The user's fields, or None (no user yet, or a wrong
+    answer)."""
     picked = pick_mine(user)
     if picked is None:
-        return
+        return None
     uid, fields = picked
-    sent = {"username": new_username()}
-    with user.client.put(
-        f"/users/{uid}/username", json=sent, name="/users/{user_id}/username", catch_response=True
-    ) as resp:
+    name = f"/users/{{user_id}}/{what}"
+    with user.client.put(f"/users/{uid}/{what}", json=sent, name=name, catch_response=True) as resp:
         body, problem = expect(resp, 200)
         problem = problem or user_problem(body) or echo_problem(body, sent)
         if not problem and body["id"] != uid:
             problem = f"answered for another user: {body['id']}, not {uid}"
-        names = ("first_name", "last_name")
-        if not problem and [body[k] for k in names] != [fields[k] for k in names]:
-            problem = "renaming changed the full name"
+        problem = problem or kept(body, fields)
         verdict(resp, problem)
-    if not problem:
+    return None if problem else fields
+
+
+def change_username(user: ApiUser) -> None:
+    sent = {"username": new_username()}
+
+    def full_name_kept(body: dict[str, Any], fields: dict[str, Any]) -> str | None:
+        names = ("first_name", "last_name")
+        if [body[k] for k in names] == [fields[k] for k in names]:
+            return None
+        return "renaming changed the full name"
+
+    fields = change(user, "username", sent, full_name_kept)
+    if fields is not None:
         fields["username"] = sent["username"]
 
 
 def change_full_name(user: ApiUser) -> None:
-    picked = pick_mine(user)
-    if picked is None:
-        return
-    uid, fields = picked
     sent = new_full_name()
-    with user.client.put(
-        f"/users/{uid}/full-name", json=sent, name="/users/{user_id}/full-name", catch_response=True
-    ) as resp:
-        body, problem = expect(resp, 200)
-        problem = problem or user_problem(body) or echo_problem(body, sent)
-        if not problem and body["id"] != uid:
-            problem = f"answered for another user: {body['id']}, not {uid}"
-        if not problem and body.get("username") != fields["username"]:
-            problem = f"changing the full name changed the username: {body.get('username')!r}"
-        verdict(resp, problem)
-    if not problem:
+
+    def username_kept(body: dict[str, Any], fields: dict[str, Any]) -> str | None:
+        if body.get("username") == fields["username"]:
+            return None
+        return f"changing the full name changed the username: {body.get('username')!r}"
+
+    fields = change(user, "full-name", sent, username_kept)
+    if fields is not None:
         fields.pop("middle_name", None)
         fields.update(sent)
 

@@ -21,21 +21,16 @@ import asyncio
 import contextlib
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
-import asyncpg
 
+from scratch_db import create_database, drop_database
 from user_service.domain.user import User
 from user_service.domain.values import FullName, Username
 from user_service.infrastructure.db import migrations
 from user_service.infrastructure.db.database import Database, PoolSettings
 from user_service.infrastructure.db.unit_of_work import PostgresUnitOfWork
 from user_service.infrastructure.outbox.relay import EXCHANGE, OutboxRelay, RelaySettings
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 async def create_user(db: Database, i: int, tag: str) -> None:
@@ -81,9 +76,7 @@ async def drain_backlog(db: Database, settings: RelaySettings) -> float:
 
 async def run(args: argparse.Namespace) -> None:
     name = f"outbox_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(args.dsn, name)
+    url = await create_database(args.dsn, name)
     try:
         await asyncio.to_thread(migrations.upgrade, url)
         db = Database(PoolSettings(dsn=url, min_size=4, max_size=10))
@@ -157,8 +150,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"| messages received | {received[0]} |")
     finally:
         with contextlib.suppress(Exception):
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            await drop_database(args.dsn, name)
 
 
 def main() -> None:

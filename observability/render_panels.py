@@ -1,11 +1,13 @@
 """Render the Grafana dashboards' Prometheus panels from a Prometheus' data as PNGs, one per dashboard.
 
-    uv run --group bench python observability/render_panels.py --prometheus http://127.0.0.1:9090 \\
+    uv run --group bench python -m observability.render_panels --prometheus http://127.0.0.1:9090 \\
         --out docs/img [--range 1h]
-    uv run --group bench python observability/render_panels.py --run-load 40 --out docs/img
+    uv run --group bench python -m observability.render_panels --run-load 40 --out docs/img
 
+Run from the repository's root: it imports the tooling of observability/ and loadtest/ as packages.
 With `--prometheus`, the panels show the last `--range` of that Prometheus (the compose bundle's, say).
-With `--run-load SECONDS`, the script first does what tests/dashboards/test_live.py does: starts the
+With `--run-load SECONDS`, the script first does observability/live.py's run, as tests/dashboards/test_live.py
+does: starts the
 service (on an embedded PostgreSQL in a temporary folder unless `--database-url` is given, with
 BROKER_URL so the outbox relay publishes), a real Prometheus with the bundle's config and rules scraping
 it every second, and a load of SECONDS; then it renders that run.
@@ -24,7 +26,6 @@ import io
 import itertools
 import math
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,18 @@ from typing import Any
 
 import matplotlib as mpl
 
+from observability.bundle import REPO
+from observability.dashboards import (
+    LEGEND_LABEL,
+    Dashboard,
+    builtin_values,
+    datasource_type,
+    load_dashboards,
+    render,
+    sample_values,
+)
+from observability.prom import instant_query, range_query
+
 mpl.use("Agg")
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
@@ -41,12 +54,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle, Wedge
 from matplotlib.ticker import FixedLocator, Formatter, MaxNLocator
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.dashboards.live import instant_query, range_query  # noqa: E402
-from tests.dashboards.queries import Dashboard, datasource_type, load_dashboards, render, sample_values  # noqa: E402
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DRAWN = ("timeseries", "stat", "gauge", "bargauge")
@@ -183,20 +190,9 @@ class Window:
 
     @property
     def builtins(self) -> dict[str, str]:
-        seconds = max(1, round(self.end - self.start))
-        step = max(1, round(self.step))
-        return {
-            "__rate_interval": self.rate_interval,
-            "__interval": f"{step}s",
-            "__auto": f"{step}s",
-            "__interval_ms": str(step * 1000),
-            "__range": f"{seconds}s",
-            "__range_s": str(seconds),
-            "__range_ms": str(seconds * 1000),
-        }
-
-
-LEGEND_LABEL = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+        return builtin_values(
+            self.rate_interval, max(1, round(self.step)), max(1, round(self.end - self.start))
+        )
 
 
 def display_name(legend: str, metric: Mapping[str, str], expr: str) -> str:
@@ -877,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.prometheus, window, opts.out, source=f"Prometheus {opts.prometheus}", only=opts.dashboards
         )
         return 0
-    from tests.dashboards.live import NOT_RUNNING, RABBITMQ_PROMETHEUS, live_run, reachable
+    from observability.live import NOT_RUNNING, RABBITMQ_PROMETHEUS, live_run, reachable
 
     assert opts.run_load is not None
     with tempfile.TemporaryDirectory(prefix="render-panels-") as data_dir:

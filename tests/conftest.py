@@ -8,35 +8,18 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from loadtest.scratch_db import create_database
 from tests.support.broker import broker_url, consumer  # noqa: F401 - fixtures for every test folder
 from user_service.infrastructure.db import migrations
 from user_service.infrastructure.db.database import Database, PoolSettings
 from user_service.infrastructure.embedded_postgres import EmbeddedPostgres
 from user_service.main.app import create_app
 from user_service.main.settings import Settings
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-async def create_database(server_url: str, name: str, template: str | None = None) -> str:
-    conn = await asyncpg.connect(with_database(server_url, "postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        suffix = f' TEMPLATE "{template}"' if template else ""
-        await conn.execute(f'CREATE DATABASE "{name}"{suffix}')
-    finally:
-        await conn.close()
-    return with_database(server_url, name)
 
 
 @pytest.fixture(scope="session")

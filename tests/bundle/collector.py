@@ -11,12 +11,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .support import (
-    LOKI_CONFIG,
-    OTEL_COLLECTOR_CONFIG,
-    TEMPO_CONFIG,
-    load_yaml,
-)
+from observability.bundle import load_yaml
+
+from .support import LOKI_CONFIG, OTEL_COLLECTOR_CONFIG, TEMPO_CONFIG
 
 SECTIONS = ("receivers", "processors", "exporters", "connectors")
 SIGNALS = ("traces", "metrics", "logs")

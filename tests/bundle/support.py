@@ -1,29 +1,24 @@
-"""Paths and loaders for the compose bundle's files, and the rule for tests that need an installed tool."""
+"""The bundle's files the tests check besides those the tools read too (observability/bundle.py), and
+helpers for reading the compose file."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from observability.bundle import COMPOSE_FILE, DATASOURCES_DIR, REPO, VARIABLE
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 VECTOR_CONFIG = REPO / "vector" / "vector.yaml"
 LOKI_CONFIG = REPO / "loki" / "loki.yaml"
-PROMETHEUS_CONFIG = REPO / "observability" / "prometheus.yml"
 TEMPO_CONFIG = REPO / "observability" / "tempo.yaml"
 OTEL_COLLECTOR_CONFIG = REPO / "observability" / "otel-collector.yaml"
-RULES_DIR = REPO / "observability" / "rules"
 GRAFANA_PROVISIONING = REPO / "grafana" / "provisioning"
-GRAFANA_DATASOURCES = GRAFANA_PROVISIONING / "datasources" / "datasources.yaml"
+GRAFANA_DATASOURCES = DATASOURCES_DIR / "datasources.yaml"
 GRAFANA_DASHBOARD_PROVIDERS = GRAFANA_PROVISIONING / "dashboards" / "dashboards.yaml"
-GRAFANA_DASHBOARDS = REPO / "grafana" / "dashboards"
 RABBITMQ_PLUGINS = REPO / "rabbitmq" / "enabled_plugins"
 
 # docker-compose 1.29 (Debian package `docker-compose`) ships the Compose spec schema it validates against.
@@ -33,70 +28,11 @@ COMPOSE_SPEC_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compos
 ONE_SHOT_SERVICES = frozenset({"migrate", "volumes-init"})
 
 
-def load_yaml(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Compose variable interpolation: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}
-# --------------------------------------------------------------------------------------------------------
-_VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)"
-    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """A compose string with its variables replaced as Compose does, from `env`."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        name = match["braced"] or match["named"]
-        value = env.get(name)
-        op, arg = match["op"], match["arg"] or ""
-        if op == ":-":
-            return value if value else arg
-        if op == "-":
-            return value if value is not None else arg
-        if op in (":?", "?") and (value is None or (op == ":?" and not value)):
-            raise KeyError(f"compose variable {name} is required: {arg}")
-        return value or ""
-
-    return _VARIABLE.sub(replace, text)
-
-
-def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [_interpolate_tree(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: _interpolate_tree(value, env) for key, value in node.items()}
-    return node
-
-
-def compose_raw() -> dict[str, Any]:
-    """docker-compose.yml as written (anchors resolved, variables not)."""
-    data = load_yaml(COMPOSE_FILE)
-    assert isinstance(data, dict)
-    return data
-
-
-def compose_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """docker-compose.yml with its variables interpolated from `env` (none: every default applies)."""
-    data = _interpolate_tree(compose_raw(), env or {})
-    assert isinstance(data, dict)
-    return data
-
-
 def compose_defaults() -> dict[str, str]:
     """Every variable the compose file reads, with the default it gives it (`${VAR:-default}`)."""
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     defaults: dict[str, str] = {}
-    for match in _VARIABLE.finditer(text):
+    for match in VARIABLE.finditer(text):
         name = match["braced"] or match["named"]
         if name:
             defaults[name] = match["arg"] or ""

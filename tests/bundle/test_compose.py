@@ -11,18 +11,15 @@ from urllib.parse import urlsplit
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from observability.bundle import COMPOSE_FILE, REPO, compose_config, compose_raw
 from tests.support.required import require_tool
 
 from .support import (
-    COMPOSE_FILE,
     COMPOSE_SPEC_SCHEMA,
     ENV_EXAMPLE,
     ONE_SHOT_SERVICES,
     RABBITMQ_PLUGINS,
-    REPO,
-    compose_config,
     compose_defaults,
-    compose_raw,
     env_example,
     service_volumes,
 )

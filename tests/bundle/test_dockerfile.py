@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from observability.bundle import REPO, compose_config
 from tests.support.required import require_tool
 
-from .support import DOCKERFILE, DOCKERIGNORE, REPO, compose_config
+from .support import DOCKERFILE, DOCKERIGNORE
 
 
 @dataclass

@@ -10,15 +10,13 @@ from typing import Any
 
 import pytest
 
+from observability.bundle import DASHBOARDS_DIR, compose_config, compose_raw, load_yaml
+
 from .support import (
     GRAFANA_DASHBOARD_PROVIDERS,
-    GRAFANA_DASHBOARDS,
     GRAFANA_DATASOURCES,
     GRAFANA_PROVISIONING,
     bind_mount,
-    compose_config,
-    compose_raw,
-    load_yaml,
     unescape_grafana,
 )
 from .vrl import loki_sinks
@@ -67,7 +65,7 @@ def test_the_data_sources_have_fixed_uids(datasources: dict[str, dict[str, Any]]
 
 
 def test_every_referenced_uid_exists(datasources: dict[str, dict[str, Any]]) -> None:
-    files = sorted(GRAFANA_PROVISIONING.rglob("*.y*ml")) + sorted(GRAFANA_DASHBOARDS.rglob("*.json"))
+    files = sorted(GRAFANA_PROVISIONING.rglob("*.y*ml")) + sorted(DASHBOARDS_DIR.rglob("*.json"))
     referenced: dict[str, set[str]] = {}
     for path in files:
         data = load_yaml(path) if path.suffix != ".json" else json.loads(path.read_text(encoding="utf-8"))

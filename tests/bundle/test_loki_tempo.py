@@ -7,15 +7,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .support import (
-    LOKI_CONFIG,
-    OTEL_COLLECTOR_CONFIG,
-    TEMPO_CONFIG,
-    bind_mount,
-    compose_config,
-    load_yaml,
-    service_volumes,
-)
+from observability.bundle import compose_config, load_yaml
+
+from .support import LOKI_CONFIG, OTEL_COLLECTOR_CONFIG, TEMPO_CONFIG, bind_mount, service_volumes
 from .vrl import loki_sinks
 
 

@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from observability.bundle import compose_config, load_yaml
+
 from .collector import SIGNALS, collector_config, endpoint_port, exporter_target, wiring_problems
-from .support import LOKI_CONFIG, OTEL_COLLECTOR_CONFIG, TEMPO_CONFIG, bind_mount, compose_config, load_yaml
+from .support import LOKI_CONFIG, OTEL_COLLECTOR_CONFIG, TEMPO_CONFIG, bind_mount
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+from observability.bundle import PROMETHEUS_CONFIG, RULES_DIR, compose_config, load_yaml
+from observability.prom import compose_prometheus_flags
 from tests.support.required import require_tool
 
-from .prom import compose_prometheus_flags, scrape_with_bundle_config
-from .support import (
-    GRAFANA_DATASOURCES,
-    PROMETHEUS_CONFIG,
-    RULES_DIR,
-    bind_mount,
-    compose_config,
-    load_yaml,
-)
+from .prom import scrape_with_bundle_config
+from .support import GRAFANA_DATASOURCES, bind_mount
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 METRIC = "http_server_request_duration_seconds"

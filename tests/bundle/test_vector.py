@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from vrl_python import VRLRuntime
 
-from .support import PROMETHEUS_CONFIG, bind_mount, compose_config, load_yaml
+from observability.bundle import PROMETHEUS_CONFIG, compose_config, load_yaml
+
+from .support import bind_mount
 from .vrl import (
     REMAP,
     ROUTE,

@@ -16,7 +16,9 @@ from typing import Any
 
 from vrl_python import VRLRuntime
 
-from .support import VECTOR_CONFIG, compose_config, load_yaml
+from observability.bundle import compose_config, load_yaml
+
+from .support import VECTOR_CONFIG
 
 REMAP = "service_logs"
 ROUTE = "by_trace"

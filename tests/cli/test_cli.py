@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.service import ServiceProcess
+from loadtest.service_process import ServiceProcess
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

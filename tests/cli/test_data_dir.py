@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
 from tests.cli.test_cli import run_cli
-from tests.support.service import ServiceProcess
 
 pytestmark = pytest.mark.slow
 

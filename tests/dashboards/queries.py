@@ -1,13 +1,9 @@
 """Every query the dashboards and the Prometheus rules hold, and the tools to check them.
 
-Dashboards are the JSON files under grafana/dashboards/, rules the YAML files under observability/rules/.
-Template variables are replaced with sample values that make each query valid and runnable as is:
-a multi-value variable becomes its "All" value (".*"), a custom one its "All" value, a text box its
-default, Grafana's own `$__rate_interval` and friends a fixed duration.
+Dashboards are the JSON files under grafana/dashboards/ (read by observability/dashboards.py, which also
+sets their template variables to sample values), rules the YAML files under observability/rules/.
 
-For a test against a live Prometheus after a load run, `promql_panel_queries()` lists every
-(dashboard, panel id, PromQL, legend labels): each query should return at least one series, and each
-series should carry the labels its legend names.
+`panel_queries()` lists every query of every panel (test_live.py runs the PromQL ones on a live Prometheus).
 
 `run_querycheck()` parses queries with the PromQL, LogQL and TraceQL grammars of the Prometheus and
 Grafana query editors (tests/dashboards/querycheck, a small Node program).
@@ -19,7 +15,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +23,23 @@ from typing import Any
 import pytest
 import yaml
 
+from observability.bundle import DATASOURCES_DIR, REPO, RULES_DIR
+from observability.dashboards import (
+    EXPECTED_DATASOURCES,
+    Dashboard,
+    datasource_type,
+    legend_labels,
+    load_dashboards,
+    render,
+    sample_values,
+    variable_query,
+)
 from tests.support.required import in_ci, unavailable
 
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
-DATASOURCES_DIR = REPO / "grafana" / "provisioning" / "datasources"
-RULES_DIR = REPO / "observability" / "rules"
 RULE_TESTS_DIR = REPO / "observability" / "tests"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 QUERYCHECK_DIR = Path(__file__).resolve().parent / "querycheck"
 
-# The data source uids the provisioning defines (grafana/provisioning/datasources/), by type.
-EXPECTED_DATASOURCES = {"prometheus": "prometheus", "loki": "loki", "tempo": "tempo"}
 # Data sources Grafana itself provides.
 BUILTIN_DATASOURCE_UIDS = frozenset({"-- Grafana --", "-- Mixed --", "-- Dashboard --"})
 
@@ -48,22 +49,6 @@ LOKI_STREAM_LABELS = frozenset({"service", "service_name", "level", "compose_pro
 # Labels Prometheus attaches to every scraped series of the API.
 TARGET_LABELS = frozenset({"job", "instance"})
 
-# Sample values of Grafana's built-in variables (a duration where Grafana puts one).
-BUILTIN_VALUES = {
-    "__rate_interval": "1m",
-    "__interval": "1m",
-    "__auto": "1m",
-    "__range": "1h",
-    "__interval_ms": "60000",
-    "__range_s": "3600",
-    "__range_ms": "3600000",
-}
-
-# $name, ${name}, ${name:format}, [[name]], [[name:format]]
-VARIABLE_USE = re.compile(
-    r"\$\{(?P<braced>\w+)(?::[^}]*)?\}|\[\[(?P<bracketed>\w+)(?::[^\]]*)?\]\]|\$(?P<plain>\w+)"
-)
-LEGEND_LABEL = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?P<selector>.+?)\s*,\s*(?P<label>\w+)\s*\)\s*$", re.S)
 
 # Metrics of the other components, by the name their exporters give them (rabbitmq_prometheus, Vector's
@@ -105,100 +90,8 @@ EXTERNAL_METRICS = frozenset(
 
 
 # ------------------------------------------------------------------------------------------------------
-# Dashboards
+# Panel queries
 # ------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dashboard:
-    path: Path
-    model: dict[str, Any]
-
-    @property
-    def uid(self) -> str:
-        return str(self.model.get("uid"))
-
-    @property
-    def title(self) -> str:
-        return str(self.model.get("title"))
-
-    @property
-    def variables(self) -> list[dict[str, Any]]:
-        return list(self.model.get("templating", {}).get("list", []))
-
-    def panels(self) -> Iterator[dict[str, Any]]:
-        """Every panel, rows and the panels inside collapsed rows included."""
-        stack = list(reversed(self.model.get("panels", [])))
-        while stack:
-            panel = stack.pop()
-            yield panel
-            stack.extend(reversed(panel.get("panels", [])))
-
-
-def dashboard_files() -> list[Path]:
-    return sorted(DASHBOARDS_DIR.glob("*.json"))
-
-
-def load_dashboards() -> list[Dashboard]:
-    return [Dashboard(path, json.loads(path.read_text(encoding="utf-8"))) for path in dashboard_files()]
-
-
-def variable_query(variable: Mapping[str, Any]) -> str:
-    query = variable.get("query", "")
-    if isinstance(query, Mapping):
-        query = query.get("query", "")
-    return str(query or "")
-
-
-def sample_values(dashboard: Dashboard) -> dict[str, str]:
-    """A value for each of the dashboard's variables that keeps every query valid and broad."""
-    values = dict(BUILTIN_VALUES)
-    for variable in dashboard.variables:
-        name = variable["name"]
-        current = variable.get("current", {}).get("value")
-        if isinstance(current, list):
-            current = current[0] if current else None
-        if variable.get("includeAll") and (current in (None, "$__all") or variable.get("multi")):
-            values[name] = variable.get("allValue") or ".*"
-        elif variable.get("type") == "textbox":
-            values[name] = str(current if current is not None else variable_query(variable))
-        elif variable.get("type") == "constant":
-            values[name] = variable_query(variable)
-        elif current not in (None, "$__all"):
-            values[name] = str(current)
-        else:
-            options = [o.get("value") for o in variable.get("options", []) if o.get("value") != "$__all"]
-            values[name] = str(options[0]) if options else ".*"
-    return values
-
-
-def used_variables(text: str) -> set[str]:
-    return {m["braced"] or m["bracketed"] or m["plain"] for m in VARIABLE_USE.finditer(text)}
-
-
-def render(text: str, values: Mapping[str, str]) -> str:
-    """`text` with every template variable replaced by its value in `values` (unknown ones left alone)."""
-
-    def replace(match: re.Match[str]) -> str:
-        name = match["braced"] or match["bracketed"] or match["plain"]
-        return values.get(name, match.group(0))
-
-    return VARIABLE_USE.sub(replace, text)
-
-
-def legend_labels(legend: str | None) -> frozenset[str]:
-    return frozenset(LEGEND_LABEL.findall(legend or ""))
-
-
-def datasource_type(dashboard: Dashboard, panel: Mapping[str, Any], target: Mapping[str, Any]) -> str:
-    """The type of the data source a target queries: its own, else its panel's."""
-    for holder in (target, panel):
-        ds = holder.get("datasource")
-        if isinstance(ds, Mapping) and ds.get("type"):
-            return str(ds["type"])
-        if isinstance(ds, Mapping) and ds.get("uid"):
-            return {uid: kind for kind, uid in EXPECTED_DATASOURCES.items()}.get(str(ds["uid"]), "unknown")
-    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -253,19 +146,6 @@ def panel_queries(dashboards: Sequence[Dashboard] | None = None) -> list[PanelQu
                     )
                 )
     return out
-
-
-def promql_panel_queries() -> list[tuple[str, int, str, frozenset[str]]]:
-    """(dashboard uid, panel id, PromQL ready to run, labels its legend names) for every Prometheus target.
-
-    For a live check: each query should return at least one series, and every series should carry
-    each of the legend's labels.
-    """
-    return [
-        (q.dashboard, q.panel_id, q.rendered, q.legend_labels)
-        for q in panel_queries()
-        if q.language == "promql"
-    ]
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,16 @@ from typing import Any
 
 import pytest
 
-from .queries import (
-    BUILTIN_DATASOURCE_UIDS,
-    DASHBOARDS_DIR,
+from observability.bundle import DASHBOARDS_DIR
+from observability.dashboards import (
     Dashboard,
     dashboard_files,
     load_dashboards,
-    panel_queries,
-    provisioned_datasources,
     used_variables,
     variable_query,
 )
+
+from .queries import BUILTIN_DATASOURCE_UIDS, panel_queries, provisioned_datasources
 
 DASHBOARDS = load_dashboards()
 IDS = [d.path.name for d in DASHBOARDS]

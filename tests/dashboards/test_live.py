@@ -1,7 +1,7 @@
 """Every dashboard panel that reads the service's metrics shows data when a real Prometheus scrapes the
 real service under load.
 
-One run for the module (tests/dashboards/live.py): the service as a subprocess on the session's database
+One run for the module (observability/live.py): the service as a subprocess on the session's database
 with BROKER_URL set (so its outbox relay publishes to RabbitMQ and the outbox metrics move), the real
 Prometheus (/usr/bin/prometheus, with the bundle's flags, `--enable-feature=exemplar-storage` among them)
 scraping it every second with observability/prometheus.yml and evaluating observability/rules/*.yml
@@ -38,41 +38,32 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.bundle.prom import prometheus_binary
-
-from .live import (
-    RABBITMQ_PROMETHEUS,
-    LiveRun,
-    excluded_reason,
-    grafana_regex_value,
-    live_run,
-    reachable,
-    running_components,
-)
-from .queries import (
-    LABEL_VALUES,
+from observability.dashboards import (
     Dashboard,
-    PanelQuery,
+    builtin_values,
+    grafana_regex_value,
     load_dashboards,
-    panel_queries,
     render,
     sample_values,
     variable_query,
 )
+from observability.live import (
+    RABBITMQ_PROMETHEUS,
+    LiveRun,
+    excluded_reason,
+    live_run,
+    reachable,
+    running_components,
+)
+from tests.bundle.prom import prometheus_binary
+
+from .queries import LABEL_VALUES, PanelQuery, panel_queries
 
 pytestmark = pytest.mark.broker
 
 LOAD_SECONDS = 20
 ROUTE = "/users/{user_id}"  # the route `$route` is set to: it answers 200, 404, 409 and 422
-LIVE_BUILTINS = {
-    "__rate_interval": "30s",
-    "__interval": "5s",
-    "__auto": "5s",
-    "__range": "1m",
-    "__interval_ms": "5000",
-    "__range_s": "60",
-    "__range_ms": "60000",
-}
+LIVE_BUILTINS = builtin_values("30s", interval_s=5, range_s=60)
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 RABBITMQ = reachable(RABBITMQ_PROMETHEUS)

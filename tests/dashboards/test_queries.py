@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from observability.dashboards import legend_labels
 from tests.support.required import require_tool
 
 from .queries import (
@@ -24,7 +25,6 @@ from .queries import (
     PanelQuery,
     annotation_queries,
     label_possible,
-    legend_labels,
     load_rules,
     panel_queries,
     recorded_metric_labels,

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
+from observability.bundle import REPO
 from tests.support.required import require_tool
 
-from .queries import REPO, RULE_TESTS_DIR, RUNBOOKS, Rule, load_rules, rule_files
+from .queries import RULE_TESTS_DIR, RUNBOOKS, Rule, load_rules, rule_files
 
 SEVERITIES = {"page", "ticket"}
 RULES = load_rules()

@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from observability.bundle import compose_config
 from tests.bundle.collector import SECTIONS, SIGNALS, pipeline_problems
-from tests.bundle.support import OTEL_COLLECTOR_CONFIG, compose_config
+from tests.bundle.support import OTEL_COLLECTOR_CONFIG
 
 from .support import KUBERNETES, by_prefix, containers, env, find, one, pod_spec, rendered, workloads
 

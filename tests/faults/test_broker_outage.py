@@ -11,11 +11,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
 from tests.support.broker import Consumer
+from tests.support.evidence import percentile, report
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase
-from tests.support.service import ServiceProcess
-from tests.support.traffic import Outcome, percentile, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

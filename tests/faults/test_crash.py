@@ -13,10 +13,11 @@ import httpx
 import orjson
 import pytest
 
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
 from tests.support.broker import Consumer
+from tests.support.evidence import report
 from tests.support.private_db import PrivateDatabase
-from tests.support.service import ServiceProcess
-from tests.support.traffic import Outcome, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

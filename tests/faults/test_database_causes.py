@@ -9,15 +9,16 @@ import uuid
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import send
+from tests.support.evidence import log_lines, report
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase, proxied_url
-from tests.support.service import ServiceProcess
-from tests.support.traffic import log_lines, problem_errors, report, send
 
 pytestmark = pytest.mark.slow
 
 POOL_SIZE = 2
-LIST_REQUESTS = 12
+HELD_REQUESTS = 12
 HOLD_S = 4.0
 FAILED = "request failed: database unavailable"
 
@@ -48,20 +49,24 @@ async def test_a_saturated_pool_is_ready_and_says_so(private_db: PrivateDatabase
     }
     with ServiceProcess(env) as service:
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
-            await seed(client)
+            ids = await seed(client)
             locker = await private_db.connect()
             tx = locker.transaction()
             await tx.start()
             await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-            lists = [
-                asyncio.create_task(send(client, "GET", "/users/?limit=10")) for _ in range(LIST_REQUESTS)
+            held = [
+                asyncio.create_task(send(client, "GET", f"/users/{ids[i % len(ids)]}"))
+                for i in range(HELD_REQUESTS)
             ]
-            await asyncio.sleep(1.0)  # every connection is now waiting on the lock, the rest on the pool
-            ready = await client.get("/healthcheck/ready")
+            async with asyncio.timeout(20):  # every connection waits on the lock, the rest on the pool
+                while not (ready := await client.get("/healthcheck/ready")).json()["pool"]["waiting"] >= (
+                    HELD_REQUESTS - POOL_SIZE
+                ):
+                    await asyncio.sleep(0.1)
             metrics = (await client.get("/metrics")).text
             await tx.commit()
             await locker.close()
-            outcomes = await asyncio.gather(*lists)
+            outcomes = await asyncio.gather(*held)
 
     body = ready.json()
     report("saturated pool", readiness=ready.status_code, pool=body.get("pool"))
@@ -69,9 +74,9 @@ async def test_a_saturated_pool_is_ready_and_says_so(private_db: PrivateDatabase
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["database_pool"] == "saturated"
     assert body["pool"]["used"] == POOL_SIZE
-    assert body["pool"]["waiting"] >= LIST_REQUESTS - POOL_SIZE
+    assert body["pool"]["waiting"] >= HELD_REQUESTS - POOL_SIZE
     assert gauge(metrics, "db_client_connection_count", '{state="used"}') == POOL_SIZE
-    assert gauge(metrics, "db_client_connection_pending_requests") >= LIST_REQUESTS - POOL_SIZE
+    assert gauge(metrics, "db_client_connection_pending_requests") >= HELD_REQUESTS - POOL_SIZE
     assert [str(o) for o in outcomes if not o.ok] == []
 
 
@@ -100,8 +105,8 @@ async def test_a_pool_wait_and_a_statement_timeout_are_told_apart(private_db: Pr
         lines = log_lines(service.log_path)
 
     report("causes", pool_wait=waited.json().get("detail"), statement=timed_out.json().get("detail"))
-    assert problem_errors(waited, 503) == []
-    assert problem_errors(timed_out, 503) == []
+    assert waited.problem_errors(503) == []
+    assert timed_out.problem_errors(503) == []
     assert "no database connection was free" in waited.json()["detail"]
     assert "ran past its limit" in timed_out.json()["detail"]
     causes = [
@@ -123,7 +128,7 @@ async def test_an_unreachable_database_is_said_so(private_db: PrivateDatabase, d
                 db_proxy.restore()
         lines = log_lines(service.log_path)
 
-    assert problem_errors(outcome, 503) == []
+    assert outcome.problem_errors(503) == []
     assert outcome.json()["detail"] == "The database is unavailable; retry shortly."
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] == "down"

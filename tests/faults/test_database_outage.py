@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
+from tests.support.evidence import report
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase, proxied_url
-from tests.support.service import ServiceProcess
-from tests.support.traffic import Outcome, problem_errors, report, send
 
 pytestmark = pytest.mark.slow
 
@@ -103,12 +104,12 @@ async def test_database_outage_is_503_fast_and_heals_by_itself(
     assert len(during) >= 20, f"too little traffic during the outage: {len(during)} requests"
     assert [str(o) for o in before if not o.ok] == []
     assert [str(o) for o in straddling if not (o.ok or o.status == 503)] == []
-    assert [f"{o}: {problem_errors(o, 503)}" for o in during if problem_errors(o, 503)] == []
+    assert [f"{o}: {o.problem_errors(503)}" for o in during if o.problem_errors(503)] == []
     assert [str(o) for o in during if o.elapsed >= ANSWER_WITHIN_S] == []
     assert [o.headers.get("retry-after") for o in during if o.headers.get("retry-after") != "1"] == []
 
     assert probes
-    assert [f"{r}: {problem_errors(r, 503)}" for r, _ in probes if problem_errors(r, 503)] == []
+    assert [f"{r}: {r.problem_errors(503)}" for r, _ in probes if r.problem_errors(503)] == []
     assert all(r.json()["checks"]["database"] == "down" for r, _ in probes)
     assert [str(live) for _, live in probes if live.status != 200] == []
 

@@ -10,9 +10,10 @@ import asyncpg
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import send
+from tests.support.evidence import log_lines, report
 from tests.support.private_db import PrivateDatabase
-from tests.support.service import ServiceProcess
-from tests.support.traffic import log_lines, problem_errors, report, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -51,6 +52,7 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_cleanly(
         "BROKER_URL": broker_url,
         "SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
         "DB_POOL_MAX_SIZE": str(IN_FLIGHT + 5),
+        "DB_LIST_CONCURRENCY": str(IN_FLIGHT),  # every one of the pages in flight at once
     }
     with ServiceProcess(env) as service:
         assert service.process is not None
@@ -133,7 +135,7 @@ async def test_requests_past_the_shutdown_deadline_get_a_503_problem_and_roll_ba
         lines = log_lines(service.log_path)
 
     report("shutdown deadline", held=HELD_REQUESTS, statuses=sorted({o.status for o in outcomes}))
-    assert [f"{o}: {problem_errors(o, 503)}" for o in outcomes if problem_errors(o, 503)] == []
+    assert [f"{o}: {o.problem_errors(503)}" for o in outcomes if o.problem_errors(503)] == []
     for outcome in outcomes:
         assert outcome.headers.get("retry-after") == "1"
         assert outcome.headers.get("x-request-id") == outcome.json()["request_id"]

@@ -9,9 +9,10 @@ import time
 import httpx
 import pytest
 
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import send
+from tests.support.evidence import report
 from tests.support.private_db import PrivateDatabase
-from tests.support.service import ServiceProcess
-from tests.support.traffic import report, send
 
 pytestmark = pytest.mark.slow
 

@@ -1,13 +1,11 @@
 """Requests no well-behaved client can send (a URL over httpx's 64 KiB limit, raw bytes anywhere), straight
-to the ASGI app, and checks of what came back."""
+to the ASGI app."""
 
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
-
-from tests.support.traffic import PROBLEM_JSON
 
 
 @dataclass
@@ -62,17 +60,3 @@ async def raw_request(
 
     await app(scope, receive, send)
     return response
-
-
-def clean_client_error(status: int, content_type: str, body: bytes) -> list[str]:
-    """Why an answer is not a clean 4xx problem (empty when it is one)."""
-    errors = []
-    if not 400 <= status < 500:
-        errors.append(f"status {status}")
-    if content_type != PROBLEM_JSON:
-        errors.append(f"content type {content_type!r}")
-    else:
-        problem = orjson.loads(body)
-        if problem.get("status") != status:
-            errors.append(f"problem status {problem.get('status')!r}")
-    return errors

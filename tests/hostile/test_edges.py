@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from loadtest.service_process import ServiceProcess
 from tests.hostile.test_socket import exchange, get
-from tests.support.service import ServiceProcess
-from tests.support.traffic import log_lines, report
+from tests.support.evidence import log_lines, report
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import make_settings
-from tests.support.traffic import report
+from tests.support.evidence import report
 from user_service.infrastructure.db.database import Database
 from user_service.main.app import create_app
 

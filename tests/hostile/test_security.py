@@ -9,10 +9,12 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from loadtest.problem import PROBLEM_JSON
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
+from tests.support.evidence import leaks, log_lines, report
 from tests.support.fault_proxy import FaultProxy
 from tests.support.private_db import PrivateDatabase, proxied_url
-from tests.support.service import ServiceProcess
-from tests.support.traffic import PROBLEM_JSON, Outcome, leaks, log_lines, problem_errors, report, send
 
 PASSWORD = "Zq8-rT3xV-secret-pw"
 
@@ -76,9 +78,9 @@ async def test_errors_leak_nothing_and_logs_mask_the_password(
         log_lines=len(lines),
         error_lines=sum(line["level"] == "error" for line in lines),
     )
-    assert [f"{o}: {problem_errors(o, 500)}" for o in broken if problem_errors(o, 500)] == []
-    assert [f"{o}: {problem_errors(o, 503)}" for o in unreachable if problem_errors(o, 503)] == []
-    assert problem_errors(ready, 503) == []
+    assert [f"{o}: {o.problem_errors(500)}" for o in broken if o.problem_errors(500)] == []
+    assert [f"{o}: {o.problem_errors(503)}" for o in unreachable if o.problem_errors(503)] == []
+    assert ready.problem_errors(503) == []
     for outcome in [*broken, *unreachable, ready]:
         shown = outcome.body.decode() + orjson.dumps(outcome.headers).decode()
         assert leaks(shown, PASSWORD, private_db.name, "users_elsewhere") == [], str(outcome)

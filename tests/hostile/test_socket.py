@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.service import ServiceProcess
-from tests.support.traffic import report
+from loadtest.service_process import ServiceProcess
+from tests.support.evidence import report
 
 pytestmark = pytest.mark.slow
 

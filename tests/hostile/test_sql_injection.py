@@ -7,7 +7,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.support.traffic import PROBLEM_JSON
+from loadtest.problem import PROBLEM_JSON
 from user_service.domain.errors import InvalidValue
 from user_service.domain.values import Name
 from user_service.infrastructure.db.database import Database

@@ -6,7 +6,7 @@ import uuid
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from tests.conftest import create_database
+from loadtest.scratch_db import create_database
 from user_service.infrastructure.db import migrations
 
 

@@ -10,7 +10,7 @@ import aio_pika
 import orjson
 import pytest
 
-from tests.support.required import unavailable
+from tests.support.required import require_answer
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -23,10 +23,7 @@ def broker_url() -> str:
         connection = await aio_pika.connect(url, timeout=3)
         await connection.close()
 
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        unavailable(f"no RabbitMQ answers at {url} ({exc}); set BROKER_URL")
+    require_answer(probe, f"no RabbitMQ answers at {url} (set BROKER_URL)")
     return url
 
 

@@ -1,15 +1,13 @@
-"""A minimal OTLP/HTTP trace receiver (protobuf), standing in for Tempo in tests."""
+"""An OTLP/HTTP trace receiver that decodes the spans (protobuf), standing in for Tempo in tests."""
 
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from loadtest.otlp_sink import OtlpSink
 
 
 @dataclass(frozen=True)
@@ -30,31 +28,17 @@ def _value(value: AnyValue) -> Any:
 
 
 class OtlpReceiver:
+    """The spans of the traces exported to `endpoint` (an OtlpSink), decoded."""
+
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
-        receiver = self
+        self._sink: OtlpSink | None = None
+        self.endpoint = ""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                if self.path == "/v1/traces":
-                    receiver._receive(body)
-                payload = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def _receive(self, body: bytes) -> None:
+    def _receive(self, path: str, body: bytes) -> None:
+        if path != "/v1/traces":
+            return
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         spans = []
@@ -86,9 +70,10 @@ class OtlpReceiver:
             return list(self.spans)
 
     def __enter__(self) -> "OtlpReceiver":
-        self._thread.start()
+        self._sink = OtlpSink(self._receive)
+        self.endpoint = self._sink.url
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._sink is not None:
+            self._sink.close()

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from tests.conftest import create_database, with_database
+from loadtest.scratch_db import create_database, drop_database, with_database
 from tests.support.fault_proxy import FaultProxy, Target
-from tests.support.required import unavailable
+from tests.support.required import require_answer
 from user_service.infrastructure.db import migrations
 
 
@@ -47,10 +47,7 @@ def db_target(postgres_server: str) -> Target:
             )
             await conn.close()
 
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        unavailable(f"no PostgreSQL answers through a proxy to {target!r}: {exc!r}")
+    require_answer(probe, f"no PostgreSQL answers through a proxy to {target!r}")
     return target
 
 
@@ -85,14 +82,6 @@ class PrivateDatabase:
             return await conn.fetchval(query, *args)
         finally:
             await conn.close()
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(with_database(server_url, "postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """What a test needs from the machine (RabbitMQ, PostgreSQL, promtool, node, ...): when it is missing,
 the test skips with the reason on a developer's machine, and fails in CI (`CI` set), which must provide it."""
 
+import asyncio
 import os
 import shutil
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
 
 import pytest
 
@@ -24,3 +26,11 @@ def require_tool(name: str, *fallbacks: str, install: str) -> str:
     if found is None:
         unavailable(f"{name} is not installed ({install})")
     return found
+
+
+def require_answer(probe: Callable[[], Coroutine[Any, Any, object]], what: str) -> None:
+    """Runs `probe` (an async function that reaches a server); when it raises, `what` is unavailable."""
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        unavailable(f"{what}: {exc!r}")

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.service_process import ServiceProcess
 from tests.support.broker import Consumer
+from tests.support.evidence import log_lines
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.service import ServiceProcess
 from user_service.infrastructure.db.database import Database
 
 SERVER, CLIENT, PRODUCER = 2, 3, 4  # OTLP SpanKind values
@@ -42,10 +42,6 @@ def service(database_url: str, broker_url: str, receiver: OtlpReceiver) -> Itera
         yield process
 
 
-def log_lines(service: ServiceProcess) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in service.output().splitlines() if line.strip()]
-
-
 def wait_for(predicate: Any, timeout: float = 10) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,7 +60,7 @@ def test_every_stdout_line_is_json_with_the_common_fields(
     service: ServiceProcess, clean_db: Database
 ) -> None:
     create(service, "json_lines")
-    lines = log_lines(service)  # raises if any line is not JSON
+    lines = log_lines(service.log_path)  # raises if any line is not JSON
     assert lines
     for line in lines:
         assert {"timestamp", "level", "event", "logger", "service"} <= line.keys(), line
@@ -78,7 +74,9 @@ def test_one_access_line_per_request_with_the_exported_trace_id(
 ) -> None:
     response = create(service, "logged", **{"x-request-id": "log-1"})
     assert response.status_code == 201
-    lines = wait_for(lambda: [line for line in log_lines(service) if line.get("request_id") == "log-1"])
+    lines = wait_for(
+        lambda: [line for line in log_lines(service.log_path) if line.get("request_id") == "log-1"]
+    )
     (access,) = [line for line in lines if line["event"] == "request"]
     assert access["logger"] == "user_service.access"
     assert (access["method"], access["route"], access["path"], access["status"]) == (
@@ -102,7 +100,9 @@ def test_client_errors_log_without_traceback(service: ServiceProcess, clean_db: 
     create(service, "dup")
     create(service, "dup", **{"x-request-id": "log-409"})
     for request_id, status in (("log-404", 404), ("log-422", 422), ("log-409", 409)):
-        lines = wait_for(lambda rid=request_id: [x for x in log_lines(service) if x.get("request_id") == rid])
+        lines = wait_for(
+            lambda rid=request_id: [x for x in log_lines(service.log_path) if x.get("request_id") == rid]
+        )
         assert [x["status"] for x in lines if x["event"] == "request"] == [status]
         assert all(x["level"] in {"info", "warning"} for x in lines)
         assert not any("exception" in x for x in lines)

@@ -14,11 +14,13 @@
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httptools
 import structlog
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from user_service.infrastructure.telemetry.metrics import HTTP_REFUSED
 from user_service.presentation.http import problem_details
@@ -114,6 +116,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_deadline()
         self._in_head, self._head_bytes = False, 0
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            self.cycle.send = _raising_once_closed(self.cycle)  # type: ignore[method-assign,assignment]
         if self._expects_body():
             self._body_started, self._body_received = time.monotonic(), 0
             self._body_check = self.loop.call_later(1.0, self._check_body)
@@ -194,6 +198,25 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_check is not None:
             self._body_check.cancel()
             self._body_check = None
+
+
+class ConnectionClosed(OSError):
+    """`send` on a connection that is closed or closing: the client will not read the answer."""
+
+
+def _raising_once_closed(cycle: RequestResponseCycle) -> Callable[[ASGISendEvent], Awaitable[None]]:
+    """The cycle's `send`, raising an OSError once the connection is closed or closing, as the ASGI spec
+    asks of a server, instead of returning as if the answer had gone out (and then logging at error that
+    the application left it unfinished): the application learns the client left, and says so itself."""
+    send = cycle.send
+
+    async def send_unless_closed(message: ASGISendEvent) -> None:
+        if cycle.disconnected or cycle.transport.is_closing():
+            cycle.disconnected = True
+            raise ConnectionClosed("the client's connection is closed")
+        await send(message)
+
+    return send_unless_closed
 
 
 def _address(client: tuple[str, int] | None) -> str | None:

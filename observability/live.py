@@ -3,19 +3,20 @@ publishing to RabbitMQ), a real Prometheus scraping it with observability/promet
 observability/rules/, and a short load of every kind of request the API answers.
 
     with live_run(env, load_seconds=20) as run:
-        run.prom.query('sum(rate(http_server_request_duration_seconds_count[30s]))', at=run.ended)
+        run.query('sum(rate(http_server_request_duration_seconds_count[30s]))', at=run.ended)
 
 The Prometheus config is the bundle's, rewritten for a local run: `user-service` scrapes the service
 subprocess, `prometheus` scrapes this Prometheus itself, `rabbitmq` scrapes RabbitMQ's Prometheus plugin
 when one is given; the other jobs (Vector, Loki, Tempo, Grafana) are dropped, since none of them runs
 here. Everything scrapes and evaluates every second so that a short run fills every panel.
 
-`panel_scope()` tells, for a dashboard query, which component exports the metrics it reads, and so
-whether a live run can fill it.
+`excluded_reason()` tells, for a dashboard query, which component exports the metrics it reads, and so
+whether a live run can fill it (and if not, why).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -35,11 +36,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-from tests.bundle.prom import PrometheusProcess, compose_prometheus_flags, run_prometheus
-from tests.bundle.support import PROMETHEUS_CONFIG, RULES_DIR, load_yaml
-from tests.support.service import ServiceProcess
+from loadtest.service_process import ServiceProcess
+from loadtest.traffic import Outcome, send
+from observability.prom import (
+    PrometheusProcess,
+    compose_prometheus_flags,
+    instant_query,
+    local_config,
+    run_prometheus,
+)
 
 # RabbitMQ's rabbitmq_prometheus plugin, where a local RabbitMQ serves it (RABBITMQ_PROMETHEUS overrides).
 RABBITMQ_PROMETHEUS = os.environ.get("RABBITMQ_PROMETHEUS", "127.0.0.1:15692")
@@ -86,15 +92,6 @@ def query_components(promql: str) -> frozenset[str]:
     return frozenset(found)
 
 
-_REGEX_SPECIAL = re.compile(r"[$^*{}\[\]'+?.()|]")
-
-
-def grafana_regex_value(value: str) -> str:
-    """`value` as Grafana writes a selected value of a multi-value variable into a PromQL regex matcher:
-    regex metacharacters escaped, backslashes doubled for the string literal."""
-    return _REGEX_SPECIAL.sub(lambda m: "\\\\" + m.group(0), value.replace("\\", "\\\\\\\\"))
-
-
 def reachable(address: str, timeout: float = 0.5) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -131,66 +128,19 @@ def live_prometheus_config(
     Prometheus' own address is only known once it listens, so its job reads it from `self_targets_file`
     (file service discovery), which the caller writes then.
     """
-    config = load_yaml(PROMETHEUS_CONFIG)
-    jobs = {scrape["job_name"]: dict(scrape) for scrape in config["scrape_configs"]}
-    timing = {"scrape_interval": interval, "scrape_timeout": interval}
-    scrapes = [
-        {**jobs["user-service"], **timing, "static_configs": [{"targets": [service_target]}]},
-        {
-            **{k: v for k, v in jobs["prometheus"].items() if k != "static_configs"},
-            **timing,
-            "file_sd_configs": [{"files": [str(self_targets_file)], "refresh_interval": "1s"}],
-        },
-    ]
+    jobs: dict[str, dict[str, Any]] = {
+        "user-service": {"static_configs": [{"targets": [service_target]}]},
+        "prometheus": {"file_sd_configs": [{"files": [str(self_targets_file)], "refresh_interval": "1s"}]},
+    }
     if rabbitmq_target is not None:
-        scrapes.append({**jobs["rabbitmq"], **timing, "static_configs": [{"targets": [rabbitmq_target]}]})
-    global_config = {**config.get("global", {}), **timing, "evaluation_interval": interval}
-    return yaml.safe_dump(
-        {
-            "global": global_config,
-            "rule_files": [str(RULES_DIR / "*.yml")],
-            "scrape_configs": scrapes,
-        },
-        sort_keys=False,
-    )
+        jobs["rabbitmq"] = {"static_configs": [{"targets": [rabbitmq_target]}]}
+    return local_config(jobs, interval=interval, rules=True)
 
 
 def write_targets(path: Path, targets: list[str]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps([{"targets": targets}]), encoding="utf-8")
     tmp.replace(path)
-
-
-def instant_query(prom_url: str, promql: str, at: float | None = None, timeout: float = 10) -> list[Any]:
-    """`/api/v1/query` of any Prometheus: the result vector (or matrix, scalar as one item)."""
-    params = {"query": promql}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    return _api(prom_url, "/api/v1/query", params, timeout)["result"]  # type: ignore[no-any-return]
-
-
-def range_query(
-    prom_url: str, promql: str, start: float, end: float, step: float, *, timeout: float = 20
-) -> list[Any]:
-    params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
-    return _api(prom_url, "/api/v1/query_range", params, timeout)["result"]  # type: ignore[no-any-return]
-
-
-def _api(prom_url: str, path: str, params: Mapping[str, str], timeout: float) -> Any:
-    data = urllib.parse.urlencode(params).encode()
-    request = urllib.request.Request(
-        prom_url.rstrip("/") + path,
-        data=data,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = json.load(response)
-    if body.get("status") != "success":
-        raise RuntimeError(f"{path} {params}: {body}")
-    data_out = body["data"]
-    if isinstance(data_out, dict) and data_out.get("resultType") == "scalar":
-        return {"result": [{"metric": {}, "value": data_out["result"]}]}
-    return data_out
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -205,7 +155,7 @@ class Call:
     body: dict[str, Any] | None = None
 
 
-def scenario(seed: int) -> Generator[Call, httpx.Response, None]:
+def scenario(seed: int) -> Generator[Call, Outcome, None]:
     """Users created, read, renamed, renamed again, listed and deleted, with the client errors a real
     API sees: unknown ids (404), invalid input (422), conflicts (409), unknown routes (404) and wrong
     methods (405). Each step receives the answer to the previous one."""
@@ -217,7 +167,7 @@ def scenario(seed: int) -> Generator[Call, httpx.Response, None]:
         username = f"{prefix}_{step}"
         person = {"username": username, "first_name": "Ada", "last_name": "Lovelace"}
         created = yield Call("POST", "/users/", person)
-        if created.status_code != 201:
+        if created.status != 201:
             continue
         user_id = created.json()["id"]
         yield Call("GET", f"/users/{user_id}")
@@ -258,24 +208,22 @@ def run_load(base_url: str, seconds: float, rate: float = 150.0, seed: int = 1) 
     stats = LoadStats()
     stop = threading.Event()
 
-    def drive() -> None:
+    async def drive() -> None:
         calls = scenario(seed)
         call = next(calls)
         pause = 1.0 / rate
-        with httpx.Client(base_url=base_url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base_url) as client:
             while not stop.is_set():
-                begun = time.monotonic()
-                try:
-                    response = client.request(call.method, call.path, json=call.body)
-                except httpx.HTTPError as exc:
-                    stats.errors[type(exc).__name__] += 1
-                    time.sleep(0.05)
+                outcome = await send(client, call.method, call.path, call.body, timeout=10)
+                if outcome.status is None:
+                    stats.errors[outcome.error or "?"] += 1
+                    await asyncio.sleep(0.05)
                     continue
-                stats.statuses[response.status_code] += 1
-                call = calls.send(response)
-                time.sleep(max(0.0, pause - (time.monotonic() - begun)))
+                stats.statuses[outcome.status] += 1
+                call = calls.send(outcome)
+                await asyncio.sleep(max(0.0, pause - outcome.elapsed))
 
-    thread = threading.Thread(target=drive, name="live-load", daemon=True)
+    thread = threading.Thread(target=asyncio.run, args=(drive(),), name="live-load", daemon=True)
     thread.start()
     thread.join(seconds)
     stop.set()
