@@ -59,6 +59,10 @@ class PoolSettings:
     connect_timeout: float = 1.0
     statement_timeout: float = 5.0
     connection_class: type[asyncpg.Connection] = asyncpg.Connection
+    # asyncpg's prepared-statement cache; None: asyncpg's default. 0 behind a transaction-mode pooler
+    # that does not track prepared statements (PgBouncer < 1.21): every statement is then unnamed.
+    statement_cache_size: int | None = None
+    application_name: str = "user-service"
 
 
 class Database:
@@ -77,6 +81,7 @@ class Database:
 
     async def open(self) -> None:
         s = self.settings
+        cache_size = 100 if s.statement_cache_size is None else s.statement_cache_size  # 100: asyncpg's
         # min_size=0: the service starts, and reports itself not ready, while the database is down.
         self._pool = await asyncpg.create_pool(
             asyncpg_dsn(s.dsn),
@@ -84,9 +89,10 @@ class Database:
             max_size=s.max_size,
             timeout=s.connect_timeout,
             command_timeout=s.statement_timeout,
-            server_settings={"application_name": "user-service"},
+            server_settings={"application_name": s.application_name},
             reset=_keep_session,
             connection_class=s.connection_class,
+            statement_cache_size=cache_size,
         )
         await self.warm_up()
 
@@ -175,7 +181,7 @@ class Database:
                             asyncpg_dsn(self.settings.dsn),
                             timeout=self.settings.connect_timeout,
                             statement_cache_size=0,
-                            server_settings={"application_name": "user-service probe"},
+                            server_settings={"application_name": f"{self.settings.application_name} probe"},
                         )
                     return await self._probe.fetchrow(query, timeout=self.settings.acquire_timeout)
                 except UNAVAILABLE_ERRORS as exc:

@@ -1,4 +1,5 @@
-"""The read side: read models straight from SQL, no aggregates, no transaction."""
+"""The read side: read models straight from SQL, no aggregates, no transaction; on the replica when it
+may serve the read (replica.ReadRouting), else on the primary."""
 
 from uuid import UUID
 
@@ -7,6 +8,7 @@ import asyncpg
 from user_service.application.ports import Order
 from user_service.application.read_models import UserView
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.db.rows import VIEW_COLUMNS
 
 # Constant text built from the read model's fields (rows.VIEW_COLUMNS); every value is a parameter.
@@ -28,20 +30,17 @@ def _view(row: asyncpg.Record) -> UserView:
 
 
 class PostgresUserReader:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, reads: ReadRouting | Database) -> None:
+        self._reads = reads if isinstance(reads, ReadRouting) else ReadRouting(reads, None)
 
     async def get(self, user_id: UUID) -> UserView | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(_BY_ID, user_id)
+        row = await self._reads.run(lambda conn: conn.fetchrow(_BY_ID, user_id))
         return None if row is None else _view(row)
 
     async def get_live_by_username(self, username: str) -> UserView | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(_BY_USERNAME, username)
+        row = await self._reads.run(lambda conn: conn.fetchrow(_BY_USERNAME, username))
         return None if row is None else _view(row)
 
     async def list(self, *, offset: int, limit: int, order: Order, deleted: bool | None) -> list[UserView]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(_LIST[order, deleted], limit, offset)
+        rows = await self._reads.run(lambda conn: conn.fetch(_LIST[order, deleted], limit, offset))
         return [_view(row) for row in rows]
