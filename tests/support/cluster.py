@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import orjson
 
 from tests.support.required import require_tool
 from tests.support.service import free_port
@@ -48,7 +49,9 @@ def _run(command: list[str], timeout: float = 60) -> None:
 
 
 def pg_tool(name: str) -> str:
-    return require_tool(name, str(PG_BIN / name), install=PG_INSTALL)
+    """A PostgreSQL 15 program (Debian's wrappers on PATH may pick another version)."""
+    path = PG_BIN / name
+    return str(path) if os.access(path, os.X_OK) else require_tool(name, install=PG_INSTALL)
 
 
 class Postgres:
@@ -77,7 +80,7 @@ class Postgres:
                     _as_postgres(
                         pg_tool("pg_basebackup"),
                         "-h", "127.0.0.1", "-p", str(self.replica_of.port), "-U", "postgres",
-                        "-D", str(self.data), "-R", "-X", "stream",
+                        "-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast",
                     )
                 )  # fmt: skip
         self.resume()
@@ -150,7 +153,7 @@ class PgBouncer:
             user = pwd.getpwnam(RUN_AS)
             for path in (ini, auth):
                 os.chown(path, user.pw_uid, user.pw_gid)
-        self._process = subprocess.Popen(  # noqa: S603
+        self._process = subprocess.Popen(
             _as_postgres(self._binary, str(ini)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait_for_port(self.port, 10)
@@ -191,6 +194,24 @@ class HAProxy:
 
     def start(self) -> "HAProxy":
         config = self.dir / "haproxy.cfg"
+        errors = ""
+        for status, title in ((502, "Bad Gateway"), (503, "Service Unavailable"), (504, "Gateway Timeout")):
+            # The balancer's own answers are problem details too, as the API's are.
+            body = orjson.dumps(
+                {
+                    "type": "urn:user-service:problem:service-unavailable",
+                    "title": "Service unavailable",
+                    "status": status,
+                    "detail": "No instance of the service could answer; retry shortly.",
+                }
+            )
+            (self.dir / f"{status}.http").write_bytes(
+                f"HTTP/1.1 {status} {title}\r\ncontent-type: application/problem+json\r\n"
+                f"retry-after: 1\r\ncache-control: no-store\r\ncontent-length: {len(body)}\r\n"
+                "connection: close\r\n\r\n".encode()
+                + body
+            )
+            errors += f"  errorfile {status} {self.dir / f'{status}.http'}\n"
         servers = "".join(
             f"  server i{n} 127.0.0.1:{port} check inter 300ms fall 2 rise 2\n"
             for n, port in enumerate(self.backends)
@@ -199,12 +220,13 @@ class HAProxy:
             "global\n  maxconn 4096\n"
             "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n"
             "  option http-keep-alive\n"
-            f"frontend api\n  bind 127.0.0.1:{self.port}\n  default_backend instances\n"
+            + errors
+            + f"frontend api\n  bind 127.0.0.1:{self.port}\n  default_backend instances\n"
             "backend instances\n  balance roundrobin\n  option httpchk GET /healthcheck/ready\n"
             # a request cut by a dying instance is not replayed: a POST may have been applied
             "  retries 2\n  option redispatch\n" + servers
         )
-        self._process = subprocess.Popen(  # noqa: S603
+        self._process = subprocess.Popen(
             [self._binary, "-f", str(config), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait_for_port(self.port, 10)
