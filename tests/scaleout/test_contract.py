@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.api import test_errors, test_users
+from tests.api import test_consistency, test_errors, test_users
 from tests.scaleout.conftest import DATABASE, Rehearsal, session_client, wait_replayed
 
-# In-process only: it patches the app object of the test process.
-_IN_PROCESS = {"test_unexpected_error_is_500_problem_without_internals"}
-for _module in (test_users, test_errors):
+# In-process only: one patches the app object of the test process, one is about a service without replica.
+_IN_PROCESS = {
+    "test_unexpected_error_is_500_problem_without_internals",
+    "test_without_a_replica_writes_send_no_token_and_reads_accept_one",
+}
+for _module in (test_users, test_errors, test_consistency):
     for _name, _test in vars(_module).items():
         if _name.startswith("test_") and _name not in _IN_PROCESS:
             globals()[_name] = _test

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.scaleout.conftest import Feed, Rehearsal, session_client
+from tests.scaleout.conftest import TOKEN, Feed, Rehearsal, session_client
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -39,6 +39,7 @@ async def client_run(
         for event, method, path, body in writes:
             response = await http.request(method, path, json=body)
             assert response.status_code in (200, 201), response.text
+            assert TOKEN in response.headers, "a write answered without its consistency token"
             log.append((user_id, event, response.json()))
             read = await http.get(f"/users/{user_id}")
             if read.status_code != 200 or read.json() != response.json():

@@ -166,6 +166,9 @@ class ReadRouting:
         if state is self.state:
             return
         previous, self.state, self.reason = self.state, state, reason
+        if state is ReplicaState.DOWN:
+            # What comes back may be another server (a replica rebuilt, a failover): known afresh.
+            self.replayed, self._fresh_as_of = 0, float("-inf")
         metrics.DB_REPLICA_SERVING.set(1 if state is ReplicaState.OK else 0)
         if state is ReplicaState.OK:
             log.info("reads on the replica", previous=previous.value)
