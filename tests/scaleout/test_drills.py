@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -68,6 +69,16 @@ def metric(url: str, series: str) -> float:
         if line.rsplit(" ", 1)[0] == series:
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(series)
+
+
+async def ready_states(cluster: Rehearsal) -> list[dict[str, Any] | None]:
+    """Every instance's readiness, asked of all at once and off the event loop the load runs on."""
+    return list(await asyncio.gather(*(asyncio.to_thread(readiness, i.url) for i in cluster.instances)))
+
+
+async def off_loop(call: Callable[[], object]) -> None:
+    """A blocking step of a drill (pg_ctl, a process start), run off the event loop the load runs on."""
+    await asyncio.to_thread(call)
 
 
 def log_events(cluster: Rehearsal, n: int, since: int, event: str) -> list[dict[str, object]]:
@@ -145,18 +156,21 @@ async def test_replica_stopped_under_read_load(cluster: Rehearsal) -> None:
     async def drill() -> None:
         await asyncio.sleep(1.5)
         states["stopped"] = time.monotonic()
-        cluster.replica.halt()
+        await off_loop(cluster.replica.halt)
         while time.monotonic() < states["stopped"] + 4:
-            ready = [readiness(i.url) for i in cluster.instances]
+            asked = time.monotonic()
+            ready = await ready_states(cluster)
             if all(r is not None and r["checks"]["database_replica"] == "down" for r in ready):
-                states.setdefault("all_down", time.monotonic())
+                states.setdefault("all_down", asked)
             assert all(r is not None for r in ready), "readiness not 200 while the replica is down"
             await asyncio.sleep(0.1)
-        states["serving_during"] = max(metric(i.url, "db_replica_serving") for i in cluster.instances)
-        cluster.replica.resume()
+        states["serving_during"] = await asyncio.to_thread(
+            lambda: max(metric(i.url, "db_replica_serving") for i in cluster.instances)
+        )
+        await off_loop(cluster.replica.resume)
         states["started"] = time.monotonic()
         while time.monotonic() < states["started"] + 15:
-            ready = [readiness(i.url) for i in cluster.instances]
+            ready = await ready_states(cluster)
             if all(r is not None and r["checks"]["database_replica"] == "ok" for r in ready):
                 states["all_ok"] = time.monotonic()
                 break
@@ -184,8 +198,7 @@ async def test_replica_stopped_under_read_load(cluster: Rehearsal) -> None:
         return_lines=returned,
     )
     assert bad == [], bad[:5]
-    # Falling back costs a read at most 2 s over the slowest read before (the machine's own queueing).
-    assert max(during) < max(before) + 2
+    assert max(during) < 2  # every read after the stop answered within 2 s, by the primary if need be
     assert "all_down" in states
     assert states["all_down"] - states["stopped"] < 2
     assert states["serving_during"] == 0
@@ -232,15 +245,16 @@ async def test_paused_replay_keeps_read_your_writes_and_the_staleness_bound(clus
         await cluster.replica.fetchval("SELECT pg_wal_replay_pause()")
         marks["paused"] = time.monotonic()
         while time.monotonic() < marks["paused"] + 4:
-            ready = [readiness(i.url) for i in cluster.instances]
+            asked = time.monotonic()
+            ready = await ready_states(cluster)
             assert all(r is not None for r in ready), "readiness not 200 while the replica lags"
             if all(r["checks"]["database_replica"] == "lagging" for r in ready if r is not None):
-                marks.setdefault("all_lagging", time.monotonic())
+                marks.setdefault("all_lagging", asked)
             await asyncio.sleep(0.1)
         await cluster.replica.fetchval("SELECT pg_wal_replay_resume()")
         marks["resumed"] = time.monotonic()
         while time.monotonic() < marks["resumed"] + 10:
-            ready = [readiness(i.url) for i in cluster.instances]
+            ready = await ready_states(cluster)
             if all(r is not None and r["checks"]["database_replica"] == "ok" for r in ready):
                 marks["all_ok"] = time.monotonic()
                 break
@@ -290,9 +304,9 @@ async def test_pgbouncer_restarted_under_load(cluster: Rehearsal, feed: Feed) ->
     async def drill() -> None:
         await asyncio.sleep(2)
         marks["stopped"] = time.monotonic()
-        cluster.bouncer.halt()
+        await off_loop(cluster.bouncer.halt)
         await asyncio.sleep(3)
-        cluster.bouncer.start()
+        await off_loop(cluster.bouncer.start)
         marks["started"] = time.monotonic()
         await asyncio.sleep(6)
 
