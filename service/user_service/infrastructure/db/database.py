@@ -7,6 +7,7 @@ Driver failures that mean "the database cannot do this now" become `StorageUnava
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.InterfaceError,
+    # A connection left mid-operation by a server that went away ("cannot switch to state …").
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -135,7 +138,10 @@ class Database:
         except UNAVAILABLE_ERRORS as exc:
             raise await self._unreachable(exc) from exc
         finally:
-            await pool.release(conn)
+            # Releasing may close a connection that died with its server, and fail: the pool has let go
+            # of it already, and what the block did (or the error it raised) is the answer.
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await pool.release(conn)
 
     async def _acquire_failed(self, exc: BaseException) -> StorageUnavailable:
         if isinstance(exc, TimeoutError) and self.pool.get_size() >= self.settings.max_size:
