@@ -235,7 +235,13 @@ def test_readiness_reports_each_dependency(service: ServiceProcess) -> None:
     ready = httpx.get(f"{service.url}/healthcheck/ready")
     assert ready.status_code == 200
     body = ready.json()
-    assert body["checks"] == {"database": "ok", "database_pool": "ok", "broker": "ok"}
+    assert body["checks"] == {
+        "database": "ok",
+        "database_pool": "ok",
+        "database_replica": "disabled",
+        "broker": "ok",
+    }
+    assert body["replica"]["state"] == "disabled"
     assert body["pool"]["max"] == 10
     assert body["pool"]["waiting"] == 0
 

@@ -7,7 +7,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import SpanKind, StatusCode
 
 from user_service.infrastructure.telemetry import sql
-from user_service.infrastructure.telemetry.sql import TracedConnection, operation_name
+from user_service.infrastructure.telemetry.sql import (
+    ReplicaTracedConnection,
+    TracedConnection,
+    operation_name,
+)
 
 
 class Collect(SpanExporter):
@@ -69,9 +73,25 @@ async def test_statements_are_children_of_the_recording_span_and_errors_are_mark
         assert span.attributes["db.system"] == "postgresql"
         assert span.attributes["db.operation.name"] == "SELECT"
         assert span.attributes["net.peer.name"]  # a host, or the socket's path
+        assert span.attributes["db.instance.role"] == "primary"
     assert statements[0].attributes is not None
     assert statements[0].attributes["db.statement"] == "SELECT $1::int AS n"
     unset, error = StatusCode.UNSET, StatusCode.ERROR
     assert [s.status.status_code for s in statements] == [unset, unset, error]
     assert statements[2].attributes is not None
     assert statements[2].attributes["error.type"] == "UndefinedTableError"
+
+
+async def test_a_replica_connections_spans_say_where_they_were_served(
+    database_url: str, tracing: tuple[TracerProvider, Collect]
+) -> None:
+    provider, exported = tracing
+    conn = await asyncpg.connect(database_url, connection_class=ReplicaTracedConnection)
+    try:
+        with provider.get_tracer("test").start_as_current_span("request"):
+            await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()
+    [statement] = [s for s in exported.spans if s.name != "request"]
+    assert statement.attributes is not None
+    assert statement.attributes["db.instance.role"] == "replica"

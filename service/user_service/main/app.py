@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from user_service import __version__
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry.logging import configure_logging
 from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await container.get(Database)  # open the pool now, not on the first request
+        await container.get(ReadRouting)  # and the replica's, with its monitor
         relay = None
         if settings.broker_url is not None:
             relay = BackgroundRelay(make_relay(settings, relay_status), settings.shutdown_timeout)

@@ -75,7 +75,7 @@ def _migrate(settings: Settings) -> None:
 
 
 def _relay(settings: Settings) -> None:
-    if settings.database_url is None or settings.broker_url is None:
+    if settings.relay_url is None or settings.broker_url is None:
         raise _Fatal("relay needs DATABASE_URL and BROKER_URL")
     from user_service.main.relay import run_relay
 

@@ -1,6 +1,7 @@
 """Dependency wiring: one line per use case. Tests swap providers to use fakes or other databases."""
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 from dishka import Provider, Scope, from_context, provide
@@ -15,12 +16,26 @@ from user_service.application.queries.get_user_by_username import GetUserByUsern
 from user_service.application.queries.list_users import ListUsersHandler
 from user_service.infrastructure.db.database import Database, PoolSettings
 from user_service.infrastructure.db.reader import PostgresUserReader
+from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.db.unit_of_work import PostgresUnitOfWork
 from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry.metrics import count_committed
-from user_service.infrastructure.telemetry.sql import TracedConnection
+from user_service.infrastructure.telemetry.sql import ReplicaTracedConnection, TracedConnection
 from user_service.infrastructure.telemetry.tracing import current_traceparent
 from user_service.main.settings import Settings
+
+
+def pool_settings(settings: Settings, dsn: str, traced: type[asyncpg.Connection]) -> PoolSettings:
+    return PoolSettings(
+        dsn=dsn,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        acquire_timeout=settings.db_pool_timeout,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.db_statement_timeout,
+        connection_class=traced if settings.telemetry_enabled else asyncpg.Connection,
+        statement_cache_size=settings.db_statement_cache_size,
+    )
 
 
 class InfrastructureProvider(Provider):
@@ -30,30 +45,40 @@ class InfrastructureProvider(Provider):
     @provide(scope=Scope.APP)
     async def database(self, settings: Settings) -> AsyncIterator[Database]:
         assert settings.database_url is not None, "DATABASE_URL is set by the CLI or the caller"
-        db = Database(
-            PoolSettings(
-                dsn=settings.database_url,
-                min_size=settings.db_pool_min_size,
-                max_size=settings.db_pool_max_size,
-                acquire_timeout=settings.db_pool_timeout,
-                connect_timeout=settings.db_connect_timeout,
-                statement_timeout=settings.db_statement_timeout,
-                connection_class=TracedConnection if settings.telemetry_enabled else asyncpg.Connection,
-            )
-        )
+        db = Database(pool_settings(settings, settings.database_url, TracedConnection))
         await db.open()
         yield db
         await db.close()
 
+    @provide(scope=Scope.APP)
+    async def read_routing(self, db: Database, settings: Settings) -> AsyncIterator[ReadRouting]:
+        """The read side: the replica of DATABASE_READ_URL when set, the primary otherwise."""
+        replica = None
+        if settings.database_read_url is not None:
+            replica = Database(
+                replace(
+                    pool_settings(settings, settings.database_read_url, ReplicaTracedConnection),
+                    application_name="user-service replica",
+                )
+            )
+        routing = ReadRouting(db, replica)
+        await routing.start()
+        yield routing
+        await routing.close()
+
     @provide(scope=Scope.REQUEST)
     def unit_of_work(self, db: Database, settings: Settings) -> UnitOfWork:
+        # The consistency token is needed only where reads may be served by a replica.
+        track = settings.database_read_url is not None
         if settings.telemetry_enabled:
-            return PostgresUnitOfWork(db, on_commit=count_committed, traceparent=current_traceparent)
-        return PostgresUnitOfWork(db)
+            return PostgresUnitOfWork(
+                db, on_commit=count_committed, traceparent=current_traceparent, track_position=track
+            )
+        return PostgresUnitOfWork(db, track_position=track)
 
     @provide(scope=Scope.APP)
-    def reader(self, db: Database, settings: Settings) -> UserReader:
-        return PostgresUserReader(db, settings.db_list_concurrency)
+    def reader(self, routing: ReadRouting, settings: Settings) -> UserReader:
+        return PostgresUserReader(routing, settings.db_list_concurrency)
 
 
 class UseCasesProvider(Provider):

@@ -15,11 +15,18 @@ log = structlog.get_logger(__name__)
 
 
 def make_relay(settings: Settings, status: RelayStatus) -> OutboxRelay:
-    assert settings.database_url is not None
+    assert settings.relay_url is not None
     assert settings.broker_url is not None
+    if settings.relay_database_url is None and settings.db_statement_cache_size == 0:
+        # A statement cache of 0 is the setting for a transaction pooler, where the relay's advisory
+        # lock and LISTEN would hold on whichever server connection the pooler lent, not on a session.
+        log.warning(
+            "DB_STATEMENT_CACHE_SIZE=0 suggests DATABASE_URL is a transaction pooler: set RELAY_DATABASE_URL "
+            "to a direct connection for the relay's advisory lock and LISTEN"
+        )
     return OutboxRelay(
         RelaySettings(
-            database_url=settings.database_url,
+            database_url=settings.relay_url,
             broker_url=settings.broker_url,
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval,

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 5000
     environment: str = "local"
     database_url: str | None = None
+    database_read_url: str | None = None
+    relay_database_url: str | None = None
     data_dir: Path = Path(".data")
     broker_url: str | None = None
     log_level: LogLevel = LogLevel.INFO
@@ -49,6 +51,7 @@ class Settings(BaseSettings):
     db_connect_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
     db_statement_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
     db_list_concurrency: Annotated[int | None, Field(ge=1, le=100)] = None  # None: half the pool
+    db_statement_cache_size: Annotated[int | None, Field(ge=0, le=100_000)] = None
     outbox_batch_size: Annotated[int, Field(ge=1, le=10000)] = 500
     outbox_poll_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
     outbox_retention_hours: Annotated[float, Field(ge=0)] = 24.0
@@ -81,7 +84,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is not a folder this process can write to")
         return value or None
 
-    @field_validator("database_url")
+    @property
+    def relay_url(self) -> str | None:
+        """Where the relay holds its lock and listens: a session of its own, never a transaction pooler."""
+        return self.relay_database_url or self.database_url
+
+    @field_validator("database_url", "database_read_url", "relay_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -108,7 +116,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> "Settings":
         if self.environment.lower() == "production":
-            for name in ("database_url", "broker_url"):
+            for name in ("database_url", "database_read_url", "relay_database_url", "broker_url"):
                 url = getattr(self, name)
                 if url is None:
                     if name == "database_url":
@@ -116,6 +124,9 @@ class Settings(BaseSettings):
                     continue
                 if (urlsplit(url).password or "") in DEFAULT_PASSWORDS:
                     raise ValueError(f"{name.upper()} uses a default password, refused in production")
+        for name in ("database_read_url", "relay_database_url"):
+            if getattr(self, name) is not None and self.database_url is None:
+                raise ValueError(f"{name.upper()} needs DATABASE_URL (the embedded database has no replica)")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         if self.db_list_concurrency is not None and self.db_list_concurrency >= self.db_pool_max_size > 1:

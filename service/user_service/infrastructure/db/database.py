@@ -7,6 +7,7 @@ Driver failures that mean "the database cannot do this now" become `StorageUnava
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.InterfaceError,
+    # A connection left mid-operation by a server that went away ("cannot switch to state …").
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -59,6 +62,10 @@ class PoolSettings:
     connect_timeout: float = 1.0
     statement_timeout: float = 5.0
     connection_class: type[asyncpg.Connection] = asyncpg.Connection
+    # asyncpg's prepared-statement cache; None: asyncpg's default. 0 behind a transaction-mode pooler
+    # that does not track prepared statements (PgBouncer < 1.21): every statement is then unnamed.
+    statement_cache_size: int | None = None
+    application_name: str = "user-service"
 
 
 class Database:
@@ -77,6 +84,7 @@ class Database:
 
     async def open(self) -> None:
         s = self.settings
+        cache_size = 100 if s.statement_cache_size is None else s.statement_cache_size  # 100: asyncpg's
         # min_size=0: the service starts, and reports itself not ready, while the database is down.
         self._pool = await asyncpg.create_pool(
             asyncpg_dsn(s.dsn),
@@ -84,9 +92,10 @@ class Database:
             max_size=s.max_size,
             timeout=s.connect_timeout,
             command_timeout=s.statement_timeout,
-            server_settings={"application_name": "user-service"},
+            server_settings={"application_name": s.application_name},
             reset=_keep_session,
             connection_class=s.connection_class,
+            statement_cache_size=cache_size,
         )
         await self.warm_up()
 
@@ -129,7 +138,10 @@ class Database:
         except UNAVAILABLE_ERRORS as exc:
             raise await self._unreachable(exc) from exc
         finally:
-            await pool.release(conn)
+            # Releasing may close a connection that died with its server, and fail: the pool has let go
+            # of it already, and what the block did (or the error it raised) is the answer.
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await pool.release(conn)
 
     async def _acquire_failed(self, exc: BaseException) -> StorageUnavailable:
         if isinstance(exc, TimeoutError) and self.pool.get_size() >= self.settings.max_size:
@@ -175,7 +187,7 @@ class Database:
                             asyncpg_dsn(self.settings.dsn),
                             timeout=self.settings.connect_timeout,
                             statement_cache_size=0,
-                            server_settings={"application_name": "user-service probe"},
+                            server_settings={"application_name": f"{self.settings.application_name} probe"},
                         )
                     return await self._probe.fetchrow(query, timeout=self.settings.acquire_timeout)
                 except UNAVAILABLE_ERRORS as exc:

@@ -1,4 +1,5 @@
-"""The read side: read models straight from SQL, no aggregates, no transaction."""
+"""The read side: read models straight from SQL, no aggregates, no transaction; on the replica when it
+may serve the read (replica.ReadRouting), else on the primary."""
 
 import asyncio
 from uuid import UUID
@@ -9,6 +10,7 @@ from user_service.application.errors import StorageCause, StorageUnavailable
 from user_service.application.ports import Order
 from user_service.application.read_models import UserView
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.db.rows import VIEW_COLUMNS
 
 # Constant text built from the read model's fields (rows.VIEW_COLUMNS); every value is a parameter.
@@ -46,28 +48,28 @@ class PostgresUserReader:
     deep offset skips up to the whole table), so pages wait for one of these slots (as long as for a
     connection) and the rest of the pool stays free for everything else."""
 
-    def __init__(self, db: Database, list_concurrency: int | None = None) -> None:
-        self._db = db
-        self._pages = asyncio.Semaphore(list_concurrency or max(1, db.settings.max_size // 2))
+    def __init__(self, reads: ReadRouting | Database, list_concurrency: int | None = None) -> None:
+        self._reads = reads if isinstance(reads, ReadRouting) else ReadRouting(reads, None)
+        primary = self._reads.primary.settings
+        self._pages = asyncio.Semaphore(list_concurrency or max(1, primary.max_size // 2))
+        self._page_wait = primary.acquire_timeout
 
     async def get(self, user_id: UUID) -> UserView | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(_BY_ID, user_id)
+        row = await self._reads.run(lambda conn: conn.fetchrow(_BY_ID, user_id))
         return None if row is None else _view(row)
 
     async def get_live_by_username(self, username: str) -> UserView | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(_BY_USERNAME, username)
+        row = await self._reads.run(lambda conn: conn.fetchrow(_BY_USERNAME, username))
         return None if row is None else _view(row)
 
     async def list(self, *, offset: int, limit: int, order: Order, deleted: bool | None) -> list[UserView]:
         try:
-            await asyncio.wait_for(self._pages.acquire(), self._db.settings.acquire_timeout)
+            await asyncio.wait_for(self._pages.acquire(), self._page_wait)
         except TimeoutError:
             raise StorageUnavailable("every page slot was in use", StorageCause.POOL_TIMEOUT) from None
+        statement = _LIST[order, deleted, offset >= DEEP_OFFSET]
         try:
-            async with self._db.connection() as conn:
-                rows = await conn.fetch(_LIST[order, deleted, offset >= DEEP_OFFSET], limit, offset)
+            rows = await self._reads.run(lambda conn: conn.fetch(statement, limit, offset))
         finally:
             self._pages.release()
         return [_view(row) for row in rows]

@@ -7,6 +7,10 @@ begun only when it is needed: when the repository reads an aggregate to change i
 user's changes, and so its events), or when more than one statement must commit together. A create is so
 one round trip, a change four (BEGIN, SELECT … FOR UPDATE, the write, COMMIT). A statement trigger on the
 outbox sends NOTIFY, which PostgreSQL delivers only once the change has committed.
+
+With a replica serving reads (`track_position`), a commit is followed by one more round trip that reads
+the primary's WAL position, at or past the commit's (a commit returns once its WAL is written): the
+request's consistency token, with which the client's next reads see this write (replica.py).
 """
 
 import functools
@@ -24,6 +28,7 @@ from user_service.domain.events import UserEvent
 from user_service.domain.user import User
 from user_service.infrastructure.db import tables
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.replica import committed_at, parse_lsn
 from user_service.infrastructure.db.rows import STATE_COLUMNS, row_of, row_values, user_of
 from user_service.infrastructure.outbox.envelope import cloud_event
 
@@ -37,6 +42,7 @@ _UPDATE = "UPDATE users SET {} WHERE id = {}".format(  # noqa: S608
     ", ".join(f"{column} = ${i}" for i, column in enumerate(STATE_COLUMNS, 1) if column != "id"), _ID
 )
 _OUTBOX_COLUMNS = 5  # id, type, aggregate_id, payload, traceparent
+_POSITION = "SELECT pg_current_wal_lsn()::text"
 
 CommitObserver = Callable[[Sequence[UserEvent]], None]
 TraceparentSource = Callable[[], str | None]
@@ -98,8 +104,10 @@ class PostgresUnitOfWork:
         db: Database,
         on_commit: CommitObserver | None = None,
         traceparent: TraceparentSource | None = None,
+        track_position: bool = False,
     ) -> None:
         self._db = db
+        self._track_position = track_position
         self._on_commit = on_commit
         self._traceparent = traceparent
         self._conn_cm = db.connection()
@@ -157,6 +165,8 @@ class PostgresUnitOfWork:
         self._open = False
         if self._on_commit is not None and events:
             self._on_commit(events)
+        if self._track_position and events:
+            committed_at.set(parse_lsn(await self._conn.fetchval(_POSITION)))
 
     async def _execute(self, user: User, statement: str, args: list[Any]) -> None:
         """Run one write; a broken uniqueness rule comes back as its domain error, by constraint name."""

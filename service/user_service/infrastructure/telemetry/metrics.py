@@ -89,6 +89,26 @@ DB_PENDING = Gauge(
     "Requests waiting for a connection of the pool.",
     multiprocess_mode="livesum",
 )
+DB_READS = Counter(
+    "db_client_reads",
+    "Reads of the query side, by the server that ran them and why it was that one.",
+    ["db_instance_role", "reason"],
+)
+READS_REPLICA = DB_READS.labels("replica", "fresh")
+READS_PRIMARY_ONLY = DB_READS.labels("primary", "no_replica")
+READS_PRIMARY_DOWN = DB_READS.labels("primary", "replica_down")
+READS_PRIMARY_LAGGING = DB_READS.labels("primary", "replica_lagging")
+READS_PRIMARY_CATCHING_UP = DB_READS.labels("primary", "replica_behind_token")
+DB_REPLICA_SERVING = Gauge(
+    "db_replica_serving",
+    "1 while plain reads go to the replica; 0 while they fall back to the primary (or there is none).",
+    multiprocess_mode="min",
+)
+DB_REPLICA_STALENESS = Gauge(
+    "db_replica_staleness_seconds",
+    "At most this many seconds of acknowledged writes were missing on the replica at its last check.",
+    multiprocess_mode="max",
+)
 if not MULTIPROCESS:  # in multiprocess mode exposition() adds it once, not once per worker
     Info("user_service_build", "The running version.").info({"version": __version__})
 

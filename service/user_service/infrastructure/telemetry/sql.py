@@ -9,7 +9,9 @@ A statement with no recording span around it (the relay's polling, a readiness p
 request that was not sampled) makes no span at all, rather than a trace of one span.
 
 Attributes: `db.system`, `db.name`, `db.user`, `net.peer.name`, `net.peer.port`, `db.statement`, and
-`db.operation.name` (SELECT, INSERT, BEGIN, ...), the dimension of the span metrics by statement type.
+`db.operation.name` (SELECT, INSERT, BEGIN, ...), the dimension of the span metrics by statement type;
+`db.instance.role` is `primary` or `replica`: where the statement was served (the replica's pool
+connects with `ReplicaTracedConnection`).
 A data-modifying `WITH` is named by its first statement: the aggregate's write (INSERT, UPDATE) that its
 outbox rows accompany.
 """
@@ -44,9 +46,11 @@ def operation_name(query: str) -> str:
 class TracedConnection(asyncpg.Connection):
     """An asyncpg connection whose statements are spans (see the module's docstring)."""
 
+    role = "primary"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        attributes: dict[str, str | int] = {"db.system": "postgresql"}
+        attributes: dict[str, str | int] = {"db.system": "postgresql", "db.instance.role": self.role}
         params, addr = getattr(self, "_params", None), getattr(self, "_addr", None)
         if database := getattr(params, "database", None):
             attributes["db.name"] = database
@@ -90,3 +94,9 @@ class TracedConnection(asyncpg.Connection):
 
     async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
         return await self._traced(super().fetchval, query, *args, **kwargs)
+
+
+class ReplicaTracedConnection(TracedConnection):
+    """A connection of the replica's pool: its spans say so."""
+
+    role = "replica"

@@ -6,6 +6,7 @@ from starlette.responses import Response
 
 from user_service.application.errors import StorageCause, StorageUnavailable
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry import metrics
 from user_service.presentation.http import json
@@ -24,18 +25,22 @@ async def liveness() -> Response:
 
 
 @router.get("/healthcheck/ready", response_model=Readiness, responses=responses(503))
-async def readiness(request: Request, db: FromDishka[Database], relay: FromDishka[RelayStatus]) -> Response:
+async def readiness(
+    request: Request, db: FromDishka[Database], reads: FromDishka[ReadRouting], relay: FromDishka[RelayStatus]
+) -> Response:
     """200 when the service can do its work; 503 when the database is unreachable.
 
     A saturated pool (every connection serving requests) is 200: the instance is busy, not broken, and
     taking it out of its load balancer would move its load onto the others. The body says so
-    (`checks.database_pool: saturated`), as do the pool metrics.
+    (`checks.database_pool: saturated`), as do the pool metrics. So is a replica that is down or
+    lagging: reads go to the primary meanwhile (`checks.database_replica`, the `replica` object).
     """
     reachable = await db.reachable()
     pool = db.pool_state()
     checks = {
         "database": "ok" if reachable else "down",
         "database_pool": "saturated" if pool.saturated else "ok",
+        "database_replica": reads.state.value,
         "broker": relay.broker.value,
     }
     if not reachable:
@@ -46,8 +51,9 @@ async def readiness(request: Request, db: FromDishka[Database], relay: FromDishk
             headers={"Retry-After": "1"},
             checks=checks,
             pool=pool._asdict(),
+            replica=reads.describe(),
         )
-    return json.JSON({"status": "ok", "checks": checks, "pool": pool._asdict()})
+    return json.JSON({"status": "ok", "checks": checks, "pool": pool._asdict(), "replica": reads.describe()})
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -96,12 +96,23 @@ class PoolState(BaseModel):
     waiting: int = Field(description="Requests waiting for a connection.")
 
 
+class ReplicaStatus(BaseModel):
+    state: str = Field(description="ok, lagging, down or disabled")
+    reason: str | None = Field(description="Why reads are not on the replica, when they are not.")
+    staleness_seconds: float | None = Field(
+        description="At most this many seconds of acknowledged writes are missing on the replica."
+    )
+    replayed: str | None = Field(description="The replica's replayed WAL position, as last seen.")
+
+
 class Readiness(BaseModel):
     status: str
     checks: dict[str, str] = Field(
-        description="Each dependency: ok, down or disabled; `database_pool` is ok or saturated."
+        description="Each dependency: ok, down or disabled; `database_pool` is ok or saturated; "
+        "`database_replica` ok, lagging, down or disabled (reads fall back to the primary unless ok)."
     )
     pool: PoolState
+    replica: ReplicaStatus
 
 
 class FieldError(BaseModel):

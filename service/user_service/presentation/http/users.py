@@ -16,6 +16,7 @@ from user_service.application.queries.get_user_by_username import GetUserByUsern
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
 from user_service.domain.values import USERNAME_MAX
 from user_service.presentation.http import json
+from user_service.presentation.http.consistency import RESPONSE_HEADERS, Token, reads_after, write_token
 from user_service.presentation.http.injection import InjectedRoute
 from user_service.presentation.http.problems import responses
 from user_service.presentation.http.schemas import (
@@ -36,13 +37,19 @@ UserId = Annotated[UUID, Path(description="The user's id.")]
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     responses={
-        201: {"headers": {"Location": {"description": "/users/{id}", "schema": {"type": "string"}}}},
+        201: {
+            "headers": {
+                "Location": {"description": "/users/{id}", "schema": {"type": "string"}},
+                **RESPONSE_HEADERS,
+            }
+        },
         **responses(409, 413, 422, 503),
     },
 )
 async def create_user(body: CreateUserBody, handler: FromDishka[CreateUserHandler]) -> json.JSON:
-    view = await handler(CreateUser(**body.model_dump()))
-    return json.user(view, status.HTTP_201_CREATED, {"Location": f"/users/{view.id}"})
+    with write_token() as headers:
+        view = await handler(CreateUser(**body.model_dump()))
+    return json.user(view, status.HTTP_201_CREATED, {"Location": f"/users/{view.id}", **headers})
 
 
 @router.get("", response_model=UserList, responses=responses(422, 503))
@@ -52,8 +59,11 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     order: Order = Order.ASC,
     deleted: Annotated[bool | None, Query(description="Only deleted (true) or live (false) users.")] = None,
+    *,
+    token: Token = None,
 ) -> json.JSON:
-    return json.users(await handler(ListUsers(offset, limit, order, deleted)))
+    with reads_after(token):
+        return json.users(await handler(ListUsers(offset, limit, order, deleted)))
 
 
 @router.get(
@@ -64,41 +74,50 @@ async def list_users(
 async def get_user_by_username(
     username: Annotated[str, Path(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)],
     handler: FromDishka[GetUserByUsernameHandler],
+    token: Token = None,
 ) -> json.JSON:
-    return json.user(await handler(GetUserByUsername(username)))
+    with reads_after(token):
+        return json.user(await handler(GetUserByUsername(username)))
 
 
 @router.get("/{user_id}", response_model=UserOut, responses=responses(404, 422, 503))
-async def get_user(user_id: UserId, handler: FromDishka[GetUserHandler]) -> json.JSON:
-    return json.user(await handler(GetUser(user_id)))
+async def get_user(user_id: UserId, handler: FromDishka[GetUserHandler], token: Token = None) -> json.JSON:
+    with reads_after(token):
+        return json.user(await handler(GetUser(user_id)))
 
 
 @router.put(
     "/{user_id}/username",
     response_model=UserOut,
-    responses=responses(404, 409, 413, 422, 503),
+    responses={200: {"headers": RESPONSE_HEADERS}, **responses(404, 409, 413, 422, 503)},
 )
 async def change_username(
     user_id: UserId, body: ChangeUsernameBody, handler: FromDishka[ChangeUsernameHandler]
 ) -> json.JSON:
-    return json.user(await handler(ChangeUsername(user_id, body.username)))
+    with write_token() as headers:
+        view = await handler(ChangeUsername(user_id, body.username))
+    return json.user(view, headers=headers)
 
 
 @router.put(
     "/{user_id}/full-name",
     response_model=UserOut,
-    responses=responses(404, 409, 413, 422, 503),
+    responses={200: {"headers": RESPONSE_HEADERS}, **responses(404, 409, 413, 422, 503)},
 )
 async def change_full_name(
     user_id: UserId, body: ChangeFullNameBody, handler: FromDishka[ChangeFullNameHandler]
 ) -> json.JSON:
-    return json.user(await handler(ChangeFullName(user_id, **body.model_dump())))
+    with write_token() as headers:
+        view = await handler(ChangeFullName(user_id, **body.model_dump()))
+    return json.user(view, headers=headers)
 
 
 @router.delete(
     "/{user_id}",
     response_model=UserOut,
-    responses=responses(404, 409, 422, 503),
+    responses={200: {"headers": RESPONSE_HEADERS}, **responses(404, 409, 422, 503)},
 )
 async def delete_user(user_id: UserId, handler: FromDishka[DeleteUserHandler]) -> json.JSON:
-    return json.user(await handler(DeleteUser(user_id)))
+    with write_token() as headers:
+        view = await handler(DeleteUser(user_id))
+    return json.user(view, headers=headers)
