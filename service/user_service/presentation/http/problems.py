@@ -1,7 +1,9 @@
 """Every error answer is RFC 9457 problem details; this module is the one table from errors to them."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from fastapi import FastAPI, Request
@@ -89,12 +91,29 @@ def _kind_of(exc: Exception) -> ProblemType | None:
     return None
 
 
+# Characters a URI fragment may hold as they are (RFC 3986 §3.5), beside the unreserved ones.
+_FRAGMENT_SAFE = "!$&'()*+,;=:@/?"
+
+
+def json_pointer(path: Sequence[str | int]) -> str:
+    """An RFC 6901 JSON Pointer to `path` in its URI fragment form, as RFC 9457 §3 uses it (`#/username`);
+    `#` alone is the whole document."""
+    tokens = (str(part).replace("~", "~0").replace("/", "~1") for part in path)
+    return "#" + "".join("/" + quote(token, safe=_FRAGMENT_SAFE) for token in tokens)
+
+
+def field_error(field: str, location: str, path: Sequence[str | int], message: str) -> dict[str, str]:
+    """One item of a validation problem's `errors`: `pointer` points at the bad value inside its
+    `location` (the body; or the query, path or headers taken as one object by name)."""
+    return {"field": field, "location": location, "pointer": json_pointer(path), "message": message}
+
+
 async def _application_error(request: Request, exc: Exception) -> Response:
     kind = _kind_of(exc)
     if kind is None:  # pragma: no cover - every registered class is in the table
         raise exc
     if isinstance(exc, InvalidValue):
-        errors = [{"field": exc.field, "location": "body", "message": exc.message}]
+        errors = [field_error(exc.field, "body", [exc.field], exc.message)]
         return problem(request, kind, f"{exc.field}: {exc.message}", errors=errors)
     if isinstance(exc, StorageUnavailable):
         log.warning("request failed: database unavailable", cause=exc.cause.value, reason=str(exc))
@@ -109,8 +128,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         loc = [str(part) for part in error.get("loc", ())]
         location = loc[0] if loc else "body"
         # A body that is not JSON at all names no field (its loc holds the parser's position).
-        field = location if error.get("type") == "json_invalid" else ".".join(loc[1:]) or location
-        errors.append({"field": field, "location": location, "message": error.get("msg", "invalid")})
+        path = [] if error.get("type") == "json_invalid" else loc[1:]
+        field = ".".join(path) or location
+        errors.append(field_error(field, location, path, error.get("msg", "invalid")))
     fields = ", ".join(sorted({e["field"] for e in errors}))
     return problem(request, VALIDATION, f"Invalid {fields}.", errors=errors)
 
@@ -121,7 +141,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # FastAPI answers 400 when it cannot decode the body (invalid UTF-8, nesting past the parser's
         # limit): invalid input like any other, so 422.
         message = "the body is not JSON that can be read (invalid UTF-8, or nested too deeply)"
-        errors = [{"field": "body", "location": "body", "message": message}]
+        errors = [field_error("body", "body", [], message)]
         return problem(request, VALIDATION, f"Invalid body: {message}.", errors=errors)
     detail = exc.detail if isinstance(exc.detail, str) else HTTP_TITLES.get(exc.status_code, "Error")
     if exc.status_code == 404 and detail == "Not Found":

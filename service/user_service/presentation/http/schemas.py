@@ -4,7 +4,7 @@ The patterns and lengths mirror the domain's rules so the document tells clients
 the domain still decides (a name's letters of any script are checked there).
 """
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,8 +94,15 @@ class Readiness(BaseModel):
 
 
 class FieldError(BaseModel):
-    field: str
-    location: str
+    field: str = Field(description="The bad field's name, dotted when nested.")
+    location: Literal["body", "query", "path", "header"] = Field(description="Where the field was sent.")
+    pointer: str = Field(
+        description=(
+            "JSON Pointer (RFC 6901) to the bad value as a URI fragment, as in RFC 9457 §3: into the body, "
+            "or into the query, path or headers taken as one object by name; `#` is the whole of it."
+        ),
+        examples=["#/username"],
+    )
     message: str
 
 
