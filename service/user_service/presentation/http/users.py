@@ -16,7 +16,7 @@ from user_service.application.queries.get_user_by_username import GetUserByUsern
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
 from user_service.domain.values import USERNAME_MAX
 from user_service.presentation.http import json
-from user_service.presentation.http.injection import InjectedRoute
+from user_service.presentation.http.media_types import JsonBodyRoute
 from user_service.presentation.http.problems import responses
 from user_service.presentation.http.schemas import (
     USERNAME_PATTERN,
@@ -27,7 +27,7 @@ from user_service.presentation.http.schemas import (
     UserOut,
 )
 
-router = APIRouter(prefix="/users", tags=["users"], route_class=InjectedRoute)
+router = APIRouter(prefix="/users", tags=["users"], route_class=JsonBodyRoute)
 UserId = Annotated[UUID, Path(description="The user's id.")]
 
 
@@ -37,7 +37,7 @@ UserId = Annotated[UUID, Path(description="The user's id.")]
     response_model=UserOut,
     responses={
         201: {"headers": {"Location": {"description": "/users/{id}", "schema": {"type": "string"}}}},
-        **responses(409, 413, 422, 503),
+        **responses(409, 413, 415, 422, 503),
     },
 )
 async def create_user(body: CreateUserBody, handler: FromDishka[CreateUserHandler]) -> json.JSON:
@@ -76,7 +76,7 @@ async def get_user(user_id: UserId, handler: FromDishka[GetUserHandler]) -> json
 @router.put(
     "/{user_id}/username",
     response_model=UserOut,
-    responses=responses(404, 409, 413, 422, 503),
+    responses=responses(404, 409, 413, 415, 422, 503),
 )
 async def change_username(
     user_id: UserId, body: ChangeUsernameBody, handler: FromDishka[ChangeUsernameHandler]
@@ -87,7 +87,7 @@ async def change_username(
 @router.put(
     "/{user_id}/full-name",
     response_model=UserOut,
-    responses=responses(404, 409, 413, 422, 503),
+    responses=responses(404, 409, 413, 415, 422, 503),
 )
 async def change_full_name(
     user_id: UserId, body: ChangeFullNameBody, handler: FromDishka[ChangeFullNameHandler]
