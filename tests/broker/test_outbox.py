@@ -98,6 +98,8 @@ async def test_each_command_publishes_exactly_its_event(
         "user.deleted",
     ]
     assert [e["data"] for e in envelopes] == [created, renamed, named, deleted]
+    # The user's version after each change: the events of one user in order, without the broker's help.
+    assert [e["sequence"] for e in envelopes] == ["0000000001", "0000000002", "0000000003", "0000000004"]
     messages = [
         m for m in consumer.messages if m.routing_key and m.message_id in {e["id"] for e in envelopes}
     ]

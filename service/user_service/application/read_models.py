@@ -19,6 +19,7 @@ class UserView(NamedTuple):
     last_name: str
     middle_name: str | None
     deleted: bool
+    version: int  # not part of the representation: the API shows it as the ETag, events as `sequence`
 
     @classmethod
     def of(cls, user: User) -> "UserView":
@@ -30,6 +31,7 @@ class UserView(NamedTuple):
             last_name=name.last.value,
             middle_name=None if name.middle is None else name.middle.value,
             deleted=user.deleted,
+            version=user.version,
         )
 
     def representation(self) -> dict[str, Any]:

@@ -27,6 +27,8 @@ users = sa.Table(
     sa.Column("middle_name", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    # The aggregate's version (User.version): 1 at creation, one more with each change.
+    sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("1")),
 )
 sa.Index(
     USERS_LIVE_USERNAME,
