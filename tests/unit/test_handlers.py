@@ -7,8 +7,9 @@ from user_service.application.commands.change_full_name import ChangeFullName, C
 from user_service.application.commands.change_username import ChangeUsername, ChangeUsernameHandler
 from user_service.application.commands.create_user import CreateUser, CreateUserHandler
 from user_service.application.commands.delete_user import DeleteUser, DeleteUserHandler
-from user_service.application.errors import UserNotFound
+from user_service.application.errors import PreconditionFailed, UserNotFound
 from user_service.application.ports import Order
+from user_service.application.preconditions import Precondition, Versions
 from user_service.application.queries.get_user import GetUser, GetUserHandler
 from user_service.application.queries.get_user_by_username import GetUserByUsername, GetUserByUsernameHandler
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
@@ -99,6 +100,26 @@ async def test_delete_then_changes_conflict(uow: FakeUnitOfWork) -> None:
     with pytest.raises(errors.UserIsDeleted):
         await ChangeFullNameHandler(uow)(ChangeFullName(user_id, "A", "B"))
     assert uow.commits == commits
+
+
+async def test_a_change_applies_only_to_the_version_it_was_made_for(uow: FakeUnitOfWork) -> None:
+    user_id = await create(uow)
+    stale = Precondition(if_match=Versions(frozenset({2, 3})))
+    with pytest.raises(PreconditionFailed):
+        await ChangeUsernameHandler(uow)(ChangeUsername(user_id, "bob", stale))
+    with pytest.raises(PreconditionFailed):
+        await DeleteUserHandler(uow)(
+            DeleteUser(user_id, Precondition(if_none_match=Versions(frozenset({1}))))
+        )
+    assert (uow.commits, len(uow.published)) == (1, 1)
+    current = Precondition(if_match=Versions(frozenset({1})))
+    view = await ChangeFullNameHandler(uow)(ChangeFullName(user_id, "Al", "Ice", precondition=current))
+    assert view.version == 2
+    with pytest.raises(PreconditionFailed):
+        await ChangeFullNameHandler(uow)(ChangeFullName(user_id, "Al", "Ice", precondition=current))
+    await DeleteUserHandler(uow)(DeleteUser(user_id, Precondition(if_match=Versions(every=True))))
+    with pytest.raises(PreconditionFailed):  # `*`: a live user
+        await DeleteUserHandler(uow)(DeleteUser(user_id, Precondition(if_match=Versions(every=True))))
 
 
 async def test_deleted_username_is_free_again(uow: FakeUnitOfWork) -> None:

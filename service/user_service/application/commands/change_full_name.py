@@ -3,6 +3,7 @@ from uuid import UUID
 
 from user_service.application.errors import UserNotFound
 from user_service.application.ports import UnitOfWork
+from user_service.application.preconditions import NO_PRECONDITION, Precondition
 from user_service.application.read_models import UserView
 from user_service.domain.values import FullName
 
@@ -13,6 +14,7 @@ class ChangeFullName:
     first_name: str
     last_name: str
     middle_name: str | None = None
+    precondition: Precondition = NO_PRECONDITION
 
 
 class ChangeFullNameHandler:
@@ -25,6 +27,7 @@ class ChangeFullNameHandler:
             user = await uow.users.get(command.user_id)
             if user is None:
                 raise UserNotFound(command.user_id)
+            command.precondition.check(user)  # on the user as locked, before the change
             user.change_full_name(full_name)
             await uow.commit()
         return UserView.of(user)

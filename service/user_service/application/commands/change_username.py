@@ -3,6 +3,7 @@ from uuid import UUID
 
 from user_service.application.errors import UserNotFound
 from user_service.application.ports import UnitOfWork
+from user_service.application.preconditions import NO_PRECONDITION, Precondition
 from user_service.application.read_models import UserView
 from user_service.domain.values import Username
 
@@ -11,6 +12,7 @@ from user_service.domain.values import Username
 class ChangeUsername:
     user_id: UUID
     username: str
+    precondition: Precondition = NO_PRECONDITION
 
 
 class ChangeUsernameHandler:
@@ -23,6 +25,7 @@ class ChangeUsernameHandler:
             user = await uow.users.get(command.user_id)
             if user is None:
                 raise UserNotFound(command.user_id)
+            command.precondition.check(user)  # on the user as locked, before the change
             user.change_username(username)
             await uow.commit()
         return UserView.of(user)

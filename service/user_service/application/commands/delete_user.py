@@ -4,12 +4,14 @@ from uuid import UUID
 
 from user_service.application.errors import UserNotFound
 from user_service.application.ports import UnitOfWork
+from user_service.application.preconditions import NO_PRECONDITION, Precondition
 from user_service.application.read_models import UserView
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteUser:
     user_id: UUID
+    precondition: Precondition = NO_PRECONDITION
 
 
 class DeleteUserHandler:
@@ -21,6 +23,7 @@ class DeleteUserHandler:
             user = await uow.users.get(command.user_id)
             if user is None:
                 raise UserNotFound(command.user_id)
+            command.precondition.check(user)  # on the user as locked, before the change
             user.delete(datetime.now(UTC))
             await uow.commit()
         return UserView.of(user)

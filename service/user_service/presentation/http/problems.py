@@ -12,7 +12,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from user_service.application.errors import StorageCause, StorageUnavailable, UserNotFound
+from user_service.application.errors import (
+    PreconditionFailed,
+    StorageCause,
+    StorageUnavailable,
+    UserNotFound,
+)
 from user_service.domain.errors import InvalidValue, UserIdTaken, UserIsDeleted, UsernameTaken
 from user_service.presentation.http import problem_details
 from user_service.presentation.http.body_limit import TOO_LARGE_DETAIL
@@ -41,6 +46,7 @@ ERRORS: dict[type[Exception], ProblemType] = {
     UsernameTaken: ProblemType(409, "username-taken", "Username taken"),
     UserIdTaken: ProblemType(409, "user-id-taken", "User id taken"),
     UserIsDeleted: ProblemType(409, "user-deleted", "User deleted"),
+    PreconditionFailed: ProblemType(412, "precondition-failed", "Precondition failed"),
     InvalidValue: ProblemType(422, "validation-error", "Invalid request"),
     StorageUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
 }
@@ -118,6 +124,12 @@ async def _application_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StorageUnavailable):
         log.warning("request failed: database unavailable", cause=exc.cause.value, reason=str(exc))
         return problem(request, kind, UNAVAILABLE_DETAILS[exc.cause], headers={"Retry-After": "1"})
+    if isinstance(exc, PreconditionFailed):
+        detail = (
+            "The user is not in the state If-Match or If-None-Match names; nothing was changed. "
+            "Read it again (its ETag is current) and decide anew."
+        )
+        return problem(request, kind, detail)
     return problem(request, kind, str(exc))
 
 

@@ -1,10 +1,12 @@
 """The users resource: one function per use case, each a thin translation from HTTP to its handler."""
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from dishka import FromDishka
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Header, Path, Query, status
+from pydantic.json_schema import SkipJsonSchema
+from starlette.responses import Response
 
 from user_service.application.commands.change_full_name import ChangeFullName, ChangeFullNameHandler
 from user_service.application.commands.change_username import ChangeUsername, ChangeUsernameHandler
@@ -14,8 +16,9 @@ from user_service.application.ports import Order
 from user_service.application.queries.get_user import GetUser, GetUserHandler
 from user_service.application.queries.get_user_by_username import GetUserByUsername, GetUserByUsernameHandler
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
+from user_service.application.read_models import UserView
 from user_service.domain.values import USERNAME_MAX
-from user_service.presentation.http import json
+from user_service.presentation.http import conditional, json
 from user_service.presentation.http.media_types import JsonBodyRoute
 from user_service.presentation.http.problems import responses
 from user_service.presentation.http.schemas import (
@@ -29,6 +32,36 @@ from user_service.presentation.http.schemas import (
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonBodyRoute)
 UserId = Annotated[UUID, Path(description="The user's id.")]
+# RFC 9110 §13.1.1-2: `*` or a list of entity tags (obs-text aside); the header's schema says so.
+ENTITY_TAGS = r'^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$'
+IfMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="If-Match",
+        json_schema_extra={"pattern": ENTITY_TAGS},
+        description=(
+            "Change the user only if it is still in the state this entity tag names (an `ETag` of the "
+            "user, from any answer that carried it), or, with `*`, only if it is live; else 412."
+        ),
+    ),
+]
+IfNoneMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="If-None-Match",
+        json_schema_extra={"pattern": ENTITY_TAGS},
+        description=(
+            "On a read: 304 without a body when the user is still in the state one of these entity tags "
+            "names (or for `*`). On a change: 412 when it is (`*`: when the user is live)."
+        ),
+    ),
+]
+
+
+def _located(view: UserView) -> dict[str, str]:
+    """For an answer whose target is not the user itself: the body is the representation of /users/{id},
+    which is what its ETag tags."""
+    return {"Content-Location": f"/users/{view.id}"}
 
 
 @router.post(
@@ -56,49 +89,78 @@ async def list_users(
     return json.users(await handler(ListUsers(offset, limit, order, deleted)))
 
 
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: the user is in the state If-None-Match names"}
+}
+
+
 @router.get(
     "/@{username}",
     response_model=UserOut,
-    responses=responses(404, 422, 503),
+    responses={**NOT_MODIFIED, **responses(404, 422, 503)},
 )
 async def get_user_by_username(
     username: Annotated[str, Path(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)],
     handler: FromDishka[GetUserByUsernameHandler],
-) -> json.JSON:
-    return json.user(await handler(GetUserByUsername(username)))
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    view = await handler(GetUserByUsername(username))
+    headers = _located(view)
+    return conditional.not_modified(view, if_none_match, headers) or json.user(view, headers=headers)
 
 
-@router.get("/{user_id}", response_model=UserOut, responses=responses(404, 422, 503))
-async def get_user(user_id: UserId, handler: FromDishka[GetUserHandler]) -> json.JSON:
-    return json.user(await handler(GetUser(user_id)))
+@router.get("/{user_id}", response_model=UserOut, responses={**NOT_MODIFIED, **responses(404, 422, 503)})
+async def get_user(
+    user_id: UserId, handler: FromDishka[GetUserHandler], if_none_match: IfNoneMatch = None
+) -> Response:
+    view = await handler(GetUser(user_id))
+    return conditional.not_modified(view, if_none_match, {}) or json.user(view)
 
 
 @router.put(
     "/{user_id}/username",
     response_model=UserOut,
-    responses=responses(404, 409, 413, 415, 422, 503),
+    responses=responses(404, 409, 412, 413, 415, 422, 503),
 )
 async def change_username(
-    user_id: UserId, body: ChangeUsernameBody, handler: FromDishka[ChangeUsernameHandler]
+    user_id: UserId,
+    body: ChangeUsernameBody,
+    handler: FromDishka[ChangeUsernameHandler],
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> json.JSON:
-    return json.user(await handler(ChangeUsername(user_id, body.username)))
+    condition = conditional.precondition(user_id, if_match, if_none_match)
+    view = await handler(ChangeUsername(user_id, body.username, condition))
+    return json.user(view, headers=_located(view))
 
 
 @router.put(
     "/{user_id}/full-name",
     response_model=UserOut,
-    responses=responses(404, 409, 413, 415, 422, 503),
+    responses=responses(404, 409, 412, 413, 415, 422, 503),
 )
 async def change_full_name(
-    user_id: UserId, body: ChangeFullNameBody, handler: FromDishka[ChangeFullNameHandler]
+    user_id: UserId,
+    body: ChangeFullNameBody,
+    handler: FromDishka[ChangeFullNameHandler],
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> json.JSON:
-    return json.user(await handler(ChangeFullName(user_id, **body.model_dump())))
+    condition = conditional.precondition(user_id, if_match, if_none_match)
+    view = await handler(ChangeFullName(user_id, **body.model_dump(), precondition=condition))
+    return json.user(view, headers=_located(view))
 
 
 @router.delete(
     "/{user_id}",
     response_model=UserOut,
-    responses=responses(404, 409, 422, 503),
+    responses=responses(404, 409, 412, 422, 503),
 )
-async def delete_user(user_id: UserId, handler: FromDishka[DeleteUserHandler]) -> json.JSON:
-    return json.user(await handler(DeleteUser(user_id)))
+async def delete_user(
+    user_id: UserId,
+    handler: FromDishka[DeleteUserHandler],
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
+) -> json.JSON:
+    condition = conditional.precondition(user_id, if_match, if_none_match)
+    return json.user(await handler(DeleteUser(user_id, condition)))
