@@ -4,6 +4,7 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
+from user_service.application.idempotency import IdempotentRequest, KeyAlreadyUsed
 from user_service.application.ports import Order
 from user_service.application.read_models import UserView
 from user_service.domain.errors import UserIdTaken, UsernameTaken
@@ -26,17 +27,29 @@ class FakeRepository:
         return user
 
 
+class FakeIdempotencyKeys:
+    def __init__(self, store: dict[str, tuple[bytes, UserView]]) -> None:
+        self.store = store
+        self.pending: list[tuple[IdempotentRequest, UserView]] = []
+
+    def record(self, request: IdempotentRequest, answer: UserView) -> None:
+        self.pending.append((request, answer))
+
+
 class FakeUnitOfWork:
     """Keeps users in a dict; `published` holds the events of committed work, in order."""
 
     def __init__(self) -> None:
         self.store: dict[UUID, User] = {}
+        self.keys: dict[str, tuple[bytes, UserView]] = {}
         self.published: list[UserEvent] = []
         self.commits = 0
         self.users = FakeRepository(self.store)
+        self.idempotency = FakeIdempotencyKeys(self.keys)
 
     async def __aenter__(self) -> Self:
         self.users = FakeRepository(self.store)
+        self.idempotency = FakeIdempotencyKeys(self.keys)
         return self
 
     async def __aexit__(
@@ -45,6 +58,9 @@ class FakeUnitOfWork:
         self.users.seen.clear()
 
     async def commit(self) -> None:
+        for request, _ in self.idempotency.pending:
+            if request.key in self.keys:
+                raise KeyAlreadyUsed(*self.keys[request.key])
         for user in self.users.seen.values():
             for other in self.store.values():
                 if other.id == user.id and other is not user:
@@ -59,6 +75,8 @@ class FakeUnitOfWork:
         for user in self.users.seen.values():
             self.store[user.id] = user
             self.published.extend(user.pull_events())
+        for request, answer in self.idempotency.pending:
+            self.keys[request.key] = (request.fingerprint, answer)
         self.commits += 1
 
 

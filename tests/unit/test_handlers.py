@@ -7,7 +7,7 @@ from user_service.application.commands.change_full_name import ChangeFullName, C
 from user_service.application.commands.change_username import ChangeUsername, ChangeUsernameHandler
 from user_service.application.commands.create_user import CreateUser, CreateUserHandler
 from user_service.application.commands.delete_user import DeleteUser, DeleteUserHandler
-from user_service.application.errors import PreconditionFailed, UserNotFound
+from user_service.application.errors import IdempotencyKeyReused, PreconditionFailed, UserNotFound
 from user_service.application.ports import Order
 from user_service.application.preconditions import Precondition, Versions
 from user_service.application.queries.get_user import GetUser, GetUserHandler
@@ -57,6 +57,33 @@ async def test_create_user_rejects_invalid_values_before_any_work(uow: FakeUnitO
         await CreateUserHandler(uow)(CreateUser(username="9lives", first_name="A", last_name="B"))
     assert uow.commits == 0
     assert uow.published == []
+
+
+async def test_a_retried_create_is_answered_as_first_and_does_nothing(uow: FakeUnitOfWork) -> None:
+    command = CreateUser(username="alice", first_name="Alice", last_name="Smith", idempotency_key="k1")
+    first = await CreateUserHandler(uow)(command)
+    await ChangeUsernameHandler(uow)(ChangeUsername(first.id, "bob"))
+    again = await CreateUserHandler(uow)(command)
+    assert again == first  # the first answer: the user as created, at version 1
+    assert (len(uow.store), uow.commits) == (1, 2)
+    with pytest.raises(IdempotencyKeyReused):
+        await CreateUserHandler(uow)(CreateUser("carol", "Carol", "Smith", idempotency_key="k1"))
+    other = await CreateUserHandler(uow)(CreateUser("carol", "Carol", "Smith", idempotency_key="k2"))
+    assert other.id != first.id
+    assert [type(e) for e in uow.published] == [UserCreated, UsernameChanged, UserCreated]
+
+
+def test_a_create_is_fingerprinted_by_all_its_fields() -> None:
+    base = CreateUser("alice", "Alice", "Smith", idempotency_key="k")
+    assert base.fingerprint() == CreateUser("alice", "Alice", "Smith", idempotency_key="other").fingerprint()
+    variants = [
+        CreateUser("alicE", "Alice", "Smith"),
+        CreateUser("alice", "Alicia", "Smith"),
+        CreateUser("alice", "Alice", "Smyth"),
+        CreateUser("alice", "Alice", "Smith", middle_name="Ann"),
+        CreateUser("alice", "Alice", "Smith", user_id=uuid4()),
+    ]
+    assert len({base.fingerprint(), *(v.fingerprint() for v in variants)}) == 6
 
 
 async def test_taken_username_is_a_conflict_and_records_nothing(uow: FakeUnitOfWork) -> None:

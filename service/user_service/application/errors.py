@@ -22,6 +22,14 @@ class PreconditionFailed(ApplicationError):
         self.user_id = user_id
 
 
+class IdempotencyKeyReused(ApplicationError):
+    """An idempotency key names one request: this one differs from the request it was first sent with."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the idempotency key {key!r} was used for another request")
+        self.key = key
+
+
 class StorageCause(StrEnum):
     """Why the storage could not do the work; each has its own answer and log field."""
 

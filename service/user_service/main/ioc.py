@@ -47,9 +47,15 @@ class InfrastructureProvider(Provider):
 
     @provide(scope=Scope.REQUEST)
     def unit_of_work(self, db: Database, settings: Settings) -> UnitOfWork:
+        lifetime = settings.idempotency_key_hours * 3600
         if settings.telemetry_enabled:
-            return PostgresUnitOfWork(db, on_commit=count_committed, traceparent=current_traceparent)
-        return PostgresUnitOfWork(db)
+            return PostgresUnitOfWork(
+                db,
+                on_commit=count_committed,
+                traceparent=current_traceparent,
+                idempotency_key_lifetime=lifetime,
+            )
+        return PostgresUnitOfWork(db, idempotency_key_lifetime=lifetime)
 
     reader = provide(PostgresUserReader, provides=UserReader, scope=Scope.APP)
 

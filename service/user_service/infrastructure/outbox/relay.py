@@ -8,7 +8,7 @@
   so an event the broker rejects never lands behind a later event of its user. A failure leaves the
   rest for the next attempt, after an exponential backoff capped at a few seconds; a row may so be
   delivered twice, never zero times.
-- Published rows are deleted after the retention period.
+- Published rows are deleted after the retention period; expired idempotency keys in the same step.
 """
 
 import asyncio
@@ -25,6 +25,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from user_service.infrastructure.db.database import UNAVAILABLE_ERRORS, asyncpg_dsn
+from user_service.infrastructure.db.idempotency import purge_expired_keys
 from user_service.infrastructure.db.tables import OUTBOX_CHANNEL
 from user_service.infrastructure.outbox.envelope import CONTENT_TYPE
 from user_service.infrastructure.outbox.status import BrokerState, RelayStatus
@@ -170,6 +171,7 @@ class OutboxRelay:
             self.status.broker = BrokerState.OK
             if time.monotonic() >= next_purge:
                 await conn.execute(_PURGE, self.settings.retention_seconds)
+                await purge_expired_keys(conn)
                 next_purge = time.monotonic() + self.settings.purge_interval
             if published < self.settings.batch_size:
                 with contextlib.suppress(TimeoutError):

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from user_service.application.errors import (
+    IdempotencyKeyReused,
     PreconditionFailed,
     StorageCause,
     StorageUnavailable,
@@ -48,6 +49,7 @@ ERRORS: dict[type[Exception], ProblemType] = {
     UserIsDeleted: ProblemType(409, "user-deleted", "User deleted"),
     PreconditionFailed: ProblemType(412, "precondition-failed", "Precondition failed"),
     InvalidValue: ProblemType(422, "validation-error", "Invalid request"),
+    IdempotencyKeyReused: ProblemType(422, "idempotency-key-reused", "Idempotency key reused"),
     StorageUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
 }
 VALIDATION = ERRORS[InvalidValue]
@@ -128,6 +130,12 @@ async def _application_error(request: Request, exc: Exception) -> Response:
         detail = (
             "The user is not in the state If-Match or If-None-Match names; nothing was changed. "
             "Read it again (its ETag is current) and decide anew."
+        )
+        return problem(request, kind, detail)
+    if isinstance(exc, IdempotencyKeyReused):
+        detail = (
+            "This Idempotency-Key was first sent with another request; a key stands for one request. "
+            "Nothing was created: send a new key with a new request."
         )
         return problem(request, kind, detail)
     return problem(request, kind, str(exc))

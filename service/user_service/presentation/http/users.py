@@ -18,7 +18,7 @@ from user_service.application.queries.get_user_by_username import GetUserByUsern
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
 from user_service.application.read_models import UserView
 from user_service.domain.values import USERNAME_MAX
-from user_service.presentation.http import conditional, json
+from user_service.presentation.http import conditional, idempotency_key, json
 from user_service.presentation.http.media_types import JsonBodyRoute
 from user_service.presentation.http.problems import responses
 from user_service.presentation.http.schemas import (
@@ -58,6 +58,24 @@ IfNoneMatch = Annotated[
 ]
 
 
+IdempotencyKey = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias=idempotency_key.HEADER,
+        description=(
+            "Makes the create safe to retry: a retry with the same key and body is answered as the first "
+            "request was (status, body, `Location`, `ETag`) and creates nothing; the same key with another "
+            "body is a 422 problem. A key is kept IDEMPOTENCY_KEY_HOURS (24 by default) after the create; "
+            f"it {idempotency_key.MESSAGE}."
+        ),
+        json_schema_extra={
+            "pattern": idempotency_key.PATTERN,
+            "maxLength": 2 + 2 * idempotency_key.MAX_LENGTH,
+        },
+    ),
+]
+
+
 def _located(view: UserView) -> dict[str, str]:
     """For an answer whose target is not the user itself: the body is the representation of /users/{id},
     which is what its ETag tags."""
@@ -73,8 +91,13 @@ def _located(view: UserView) -> dict[str, str]:
         **responses(409, 413, 415, 422, 503),
     },
 )
-async def create_user(body: CreateUserBody, handler: FromDishka[CreateUserHandler]) -> json.JSON:
-    view = await handler(CreateUser(**body.model_dump()))
+async def create_user(
+    body: CreateUserBody, handler: FromDishka[CreateUserHandler], key: IdempotencyKey = None
+) -> json.JSON:
+    command = CreateUser(
+        **body.model_dump(), idempotency_key=None if key is None else idempotency_key.parse(key)
+    )
+    view = await handler(command)
     return json.user(view, status.HTTP_201_CREATED, {"Location": f"/users/{view.id}"})
 
 
