@@ -167,6 +167,12 @@ async def test_queries(uow: FakeUnitOfWork) -> None:
     with pytest.raises(UserNotFound):
         await GetUserHandler(reader)(GetUser(uuid4()))
     listed = await ListUsersHandler(reader)(ListUsers(order=Order.DESC))
-    assert [v.id for v in listed] == [second, first]
+    assert [v.id for v in listed.users] == [second, first]
+    assert listed.next is None
     live = await ListUsersHandler(reader)(ListUsers(deleted=False))
-    assert [v.id for v in live] == [first]
+    assert [v.id for v in live.users] == [first]
+    page = await ListUsersHandler(reader)(ListUsers(limit=1))
+    assert [v.id for v in page.users] == [first]
+    assert page.next is not None
+    rest = await ListUsersHandler(reader)(ListUsers(limit=1, after=page.next))
+    assert ([v.id for v in rest.users], rest.next) == ([second], None)

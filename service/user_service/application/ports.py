@@ -6,7 +6,7 @@ from typing import Protocol, Self
 from uuid import UUID
 
 from user_service.application.idempotency import IdempotentRequest
-from user_service.application.read_models import UserView
+from user_service.application.read_models import Page, Position, UserView
 from user_service.domain.user import User
 
 
@@ -61,5 +61,7 @@ class UserReader(Protocol):
     async def get_live_by_username(self, username: str) -> UserView | None: ...
 
     async def list(
-        self, *, offset: int, limit: int, order: Order, deleted: bool | None
-    ) -> list[UserView]: ...
+        self, *, offset: int, limit: int, order: Order, deleted: bool | None, after: Position | None = None
+    ) -> Page:
+        """Up to `limit` users in `order` of (creation time, id), filtered by `deleted` (None: all):
+        those after `after` (a keyset: a page costs the same at any depth), else after the first `offset`."""

@@ -3,6 +3,7 @@
 The API and the published events share the representation, so they cannot drift apart.
 """
 
+from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -45,3 +46,17 @@ class UserView(NamedTuple):
             out["middle_name"] = self.middle_name
         out["deleted"] = self.deleted
         return out
+
+
+class Position(NamedTuple):
+    """Where a user stands in the order of every listing: its creation time, then its id."""
+
+    created_at: datetime
+    id: UUID
+
+
+class Page(NamedTuple):
+    """A page of users; `next` is the position after which the next page starts, None when none follows."""
+
+    users: list[UserView]
+    next: Position | None

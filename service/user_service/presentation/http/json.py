@@ -23,5 +23,5 @@ def user(view: UserView, status_code: int = 200, headers: dict[str, str] | None 
     )
 
 
-def users(views: list[UserView]) -> JSON:
-    return JSON({"users": [view.representation() for view in views]})
+def users(views: list[UserView], headers: dict[str, str] | None = None) -> JSON:
+    return JSON({"users": [view.representation() for view in views]}, headers=headers)

@@ -5,6 +5,7 @@ from uuid import UUID
 
 from dishka import FromDishka
 from fastapi import APIRouter, Header, Path, Query, status
+from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
@@ -18,7 +19,7 @@ from user_service.application.queries.get_user_by_username import GetUserByUsern
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
 from user_service.application.read_models import UserView
 from user_service.domain.values import USERNAME_MAX
-from user_service.presentation.http import conditional, idempotency_key, json
+from user_service.presentation.http import conditional, cursors, idempotency_key, json
 from user_service.presentation.http.media_types import JsonBodyRoute
 from user_service.presentation.http.problems import responses
 from user_service.presentation.http.schemas import (
@@ -104,12 +105,41 @@ async def create_user(
 @router.get("", response_model=UserList, responses=responses(422, 503))
 async def list_users(
     handler: FromDishka[ListUsersHandler],
+    *,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     order: Order = Order.ASC,
     deleted: Annotated[bool | None, Query(description="Only deleted (true) or live (false) users.")] = None,
+    after: Annotated[
+        str | SkipJsonSchema[None],
+        Query(
+            description=(
+                "Where the page starts: the opaque cursor of a `next` link (pass the link on as it is). "
+                "Not with `offset`."
+            ),
+            max_length=cursors.MAX_LENGTH,
+            pattern=cursors.PATTERN,
+        ),
+    ] = None,
 ) -> json.JSON:
-    return json.users(await handler(ListUsers(offset, limit, order, deleted)))
+    position = None
+    if after is not None:
+        if offset:
+            raise offset_with_after(offset)
+        position = cursors.decode(after, order, deleted)
+    page = await handler(ListUsers(offset, limit, order, deleted, position))
+    headers = None
+    if page.next is not None:
+        link = cursors.next_link("/users/", page.next, limit=limit, order=order, deleted=deleted)
+        headers = {"Link": link}
+    return json.users(page.users, headers)
+
+
+def offset_with_after(offset: int) -> RequestValidationError:
+    message = "cannot be combined with after: the cursor says where the page starts"
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", "offset"), "msg": message, "input": offset}]
+    )
 
 
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
