@@ -18,6 +18,12 @@ class ChangeFullName:
 
 
 class ChangeFullNameHandler:
+    """Replaces a live user's first, last and middle names (no middle name clears it). Emits
+    the event `user.full_name_changed`; names that do not change change nothing and emit nothing.
+
+    With a precondition, only if the user is still in the state the client saw.
+    """
+
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 

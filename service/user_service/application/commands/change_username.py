@@ -16,6 +16,12 @@ class ChangeUsername:
 
 
 class ChangeUsernameHandler:
+    """Renames a live user. The new username must be free among live users, ignoring case. Emits
+    the event `user.username_changed`; a username that does not change changes nothing and emits nothing.
+
+    With a precondition, only if the user is still in the state the client saw.
+    """
+
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 

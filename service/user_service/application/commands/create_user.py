@@ -28,6 +28,14 @@ class CreateUser:
 
 
 class CreateUserHandler:
+    """Creates a user: a username and a full name, and its id (the client's `user_id`, else a new
+    UUIDv7). The username must be free among live users, ignoring case; an id names one user forever,
+    deleted or not. Emits the event `user.created`.
+
+    With an idempotency key, a retry of the same request is answered as the first one was and creates
+    nothing; the same key with another request is refused.
+    """
+
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 

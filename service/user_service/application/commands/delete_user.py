@@ -15,6 +15,12 @@ class DeleteUser:
 
 
 class DeleteUserHandler:
+    """Deletes a live user, softly: it stays readable by id, shows no username (free again for others)
+    and can change no more. Emits the event `user.deleted`.
+
+    With a precondition, only if the user is still in the state the client saw.
+    """
+
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 

@@ -193,11 +193,58 @@ def install(app: FastAPI) -> None:
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error answers of a route, for its OpenAPI entry."""
+    """The documented error answers of a route, for its OpenAPI entry, each with an example body."""
     return {
-        status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": _describe(status)}
+        status: {
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"example": _EXAMPLES.get(status) or _example(status)}},
+            "description": _describe(status),
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
         for status in statuses
     }
+
+
+# What an example problem says, per status: the first problem type of the table with that status, or
+# the HTTP status's own problem (about:blank).
+_EXAMPLE_DETAILS = {
+    404: "no user 3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    409: "username 'alice' is taken",
+    412: "The user is not in the state If-Match or If-None-Match names; nothing was changed.",
+    413: TOO_LARGE_DETAIL,
+    415: "The body must be application/json; 'text/plain' is not accepted here.",
+    503: UNAVAILABLE_DETAILS[StorageCause.UNREACHABLE],
+}
+_EXAMPLES = {
+    422: problem_details.body(
+        422,
+        "Invalid username.",
+        type=VALIDATION.uri,
+        title=VALIDATION.title,
+        instance="/users",
+        request_id="5f0c6a1e2b7d4c3a9e8f1b2c3d4e5f60",
+        errors=[
+            field_error(
+                "username", "body", ["username"], "String should match pattern '^[A-Za-z][A-Za-z0-9_]*$'"
+            )
+        ],
+    )
+}
+_HEADERS = {
+    503: {"Retry-After": {"description": "Seconds to wait before a retry.", "schema": {"type": "string"}}}
+}
+
+
+def _example(status: int) -> dict[str, Any]:
+    kind = next((kind for kind in ERRORS.values() if kind.status == status), None)
+    return problem_details.body(
+        status,
+        _EXAMPLE_DETAILS.get(status, HTTP_TITLES.get(status, "Error")),
+        type=kind.uri if kind else problem_details.ABOUT_BLANK,
+        title=kind.title if kind else None,
+        instance="/users/3fa85f64-5717-4562-b3fc-2c963f66afa6",
+        request_id="5f0c6a1e2b7d4c3a9e8f1b2c3d4e5f60",
+    )
 
 
 def _describe(status: int) -> str:

@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from user_service.domain.values import NAME_MAX, USERNAME_MAX
+from user_service.presentation.http.openapi import USER_EXAMPLE
 
 USERNAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 # Letters of any script, marks, spaces, - ' ’ and periods; the domain also asks for one letter at least.
@@ -48,25 +50,15 @@ class ChangeFullNameBody(Body):
 class UserOut(BaseModel):
     """A user. Absent values are omitted: a deleted user shows no username."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
-                    "username": "username",
-                    "first_name": "string",
-                    "last_name": "string",
-                    "middle_name": "Ann",
-                    "deleted": False,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [USER_EXAMPLE]})
     id: UUID
-    username: Annotated[str | None, Field(max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)] = None
+    # Absent, never null: a deleted user shows no username, a user without a middle name none.
+    username: Annotated[
+        str | SkipJsonSchema[None], Field(max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)
+    ] = None
     first_name: str
     last_name: str
-    middle_name: str | None = None
+    middle_name: str | SkipJsonSchema[None] = None
     deleted: bool
 
 

@@ -1,6 +1,6 @@
 """The users resource: one function per use case, each a thin translation from HTTP to its handler."""
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from dishka import FromDishka
@@ -19,7 +19,7 @@ from user_service.application.queries.get_user_by_username import GetUserByUsern
 from user_service.application.queries.list_users import ListUsers, ListUsersHandler
 from user_service.application.read_models import UserView
 from user_service.domain.values import USERNAME_MAX
-from user_service.presentation.http import conditional, cursors, idempotency_key, json
+from user_service.presentation.http import conditional, cursors, idempotency_key, json, openapi
 from user_service.presentation.http.media_types import JsonBodyRoute
 from user_service.presentation.http.problems import responses
 from user_service.presentation.http.schemas import (
@@ -32,6 +32,8 @@ from user_service.presentation.http.schemas import (
 )
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonBodyRoute)
+USER = openapi.USER_EXAMPLE
+DELETED_USER = {k: v for k, v in USER.items() if k != "username"} | {"deleted": True}
 UserId = Annotated[UUID, Path(description="The user's id.")]
 # RFC 9110 §13.1.1-2: `*` or a list of entity tags (obs-text aside); the header's schema says so.
 ENTITY_TAGS = r'^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$'
@@ -87,8 +89,13 @@ def _located(view: UserView) -> dict[str, str]:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
+    description=openapi.describe(
+        CreateUserHandler,
+        "Send an `Idempotency-Key` to make the request safe to retry (after a timeout, say): the retry "
+        "gets the first answer again. Answers 201 with the user, its `Location` and its `ETag`.",
+    ),
     responses={
-        201: {"headers": {"Location": {"description": "/users/{id}", "schema": {"type": "string"}}}},
+        201: openapi.answer("Created: the user", USER, Location=openapi.LOCATION, ETag=openapi.ETAG),
         **responses(409, 413, 415, 422, 503),
     },
 )
@@ -102,7 +109,19 @@ async def create_user(
     return json.user(view, status.HTTP_201_CREATED, {"Location": f"/users/{view.id}"})
 
 
-@router.get("", response_model=UserList, responses=responses(422, 503))
+@router.get(
+    "",
+    response_model=UserList,
+    description=openapi.describe(
+        ListUsersHandler,
+        'Each page links the next in `Link: <…>; rel="next"` while users follow: follow it to walk the list '
+        "(a walk by `offset` skips and repeats users when others are created or deleted meanwhile).",
+    ),
+    responses={
+        200: openapi.answer("A page of users", {"users": [USER]}, Link=openapi.LINK),
+        **responses(422, 503),
+    },
+)
 async def list_users(
     handler: FromDishka[ListUsersHandler],
     *,
@@ -142,15 +161,22 @@ def offset_with_after(offset: int) -> RequestValidationError:
     )
 
 
-NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Not modified: the user is in the state If-None-Match names"}
-}
+READ = "With `If-None-Match` naming its current `ETag`, a 304 without a body."
+CHANGE = (
+    "Send the `ETag` you read in `If-Match` to make the change only if the user is still in that state "
+    "(two editors cannot overwrite each other): else a 412 problem, and nothing changes."
+)
 
 
 @router.get(
     "/@{username}",
     response_model=UserOut,
-    responses={**NOT_MODIFIED, **responses(404, 422, 503)},
+    description=openapi.describe(GetUserByUsernameHandler, READ),
+    responses={
+        200: openapi.answer("The user", USER, ETag=openapi.ETAG, Content_Location=openapi.CONTENT_LOCATION),
+        304: openapi.not_modified(ETag=openapi.ETAG, Content_Location=openapi.CONTENT_LOCATION),
+        **responses(404, 422, 503),
+    },
 )
 async def get_user_by_username(
     username: Annotated[str, Path(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)],
@@ -162,7 +188,16 @@ async def get_user_by_username(
     return conditional.not_modified(view, if_none_match, headers) or json.user(view, headers=headers)
 
 
-@router.get("/{user_id}", response_model=UserOut, responses={**NOT_MODIFIED, **responses(404, 422, 503)})
+@router.get(
+    "/{user_id}",
+    response_model=UserOut,
+    description=openapi.describe(GetUserHandler, READ),
+    responses={
+        200: openapi.answer("The user", USER, ETag=openapi.ETAG),
+        304: openapi.not_modified(ETag=openapi.ETAG),
+        **responses(404, 422, 503),
+    },
+)
 async def get_user(
     user_id: UserId, handler: FromDishka[GetUserHandler], if_none_match: IfNoneMatch = None
 ) -> Response:
@@ -173,7 +208,13 @@ async def get_user(
 @router.put(
     "/{user_id}/username",
     response_model=UserOut,
-    responses=responses(404, 409, 412, 413, 415, 422, 503),
+    description=openapi.describe(ChangeUsernameHandler, CHANGE),
+    responses={
+        200: openapi.answer(
+            "The user after the change", USER, ETag=openapi.ETAG, Content_Location=openapi.CONTENT_LOCATION
+        ),
+        **responses(404, 409, 412, 413, 415, 422, 503),
+    },
 )
 async def change_username(
     user_id: UserId,
@@ -190,7 +231,13 @@ async def change_username(
 @router.put(
     "/{user_id}/full-name",
     response_model=UserOut,
-    responses=responses(404, 409, 412, 413, 415, 422, 503),
+    description=openapi.describe(ChangeFullNameHandler, CHANGE),
+    responses={
+        200: openapi.answer(
+            "The user after the change", USER, ETag=openapi.ETAG, Content_Location=openapi.CONTENT_LOCATION
+        ),
+        **responses(404, 409, 412, 413, 415, 422, 503),
+    },
 )
 async def change_full_name(
     user_id: UserId,
@@ -207,7 +254,11 @@ async def change_full_name(
 @router.delete(
     "/{user_id}",
     response_model=UserOut,
-    responses=responses(404, 409, 412, 422, 503),
+    description=openapi.describe(DeleteUserHandler, CHANGE),
+    responses={
+        200: openapi.answer("The deleted user", DELETED_USER, ETag=openapi.ETAG),
+        **responses(404, 409, 412, 422, 503),
+    },
 )
 async def delete_user(
     user_id: UserId,
