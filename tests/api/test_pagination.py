@@ -135,7 +135,8 @@ async def test_any_walk_sees_the_users_it_began_with_once_in_order(
         assert response.status_code == 200, response.text
         page = [u["id"] for u in response.json()["users"]]
         assert len(page) <= limit
-        assert page or not seen  # a link never leads to an empty page
+        # A link leads to users, unless those that followed were deleted (out of a live-only walk) since.
+        assert page or not seen or (live_only and deleted_during)
         seen += page
         url = next_of(response)
         for kind, index in changes[pages] if pages < len(changes) else []:
