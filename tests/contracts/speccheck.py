@@ -40,3 +40,12 @@ def spectral(document: dict[str, Any]) -> list[dict[str, Any]]:
     assert completed.stdout.strip(), f"spectral said nothing:\n{completed.stderr}"
     results: list[dict[str, Any]] = json.loads(completed.stdout)
     return results
+
+
+def asyncapi_diagnostics(path: Path) -> dict[str, Any]:
+    """What @asyncapi/parser says of the document at `path`: {parsed, diagnostics: [{code, severity}]}."""
+    node = _node_with("@asyncapi/parser")
+    completed = _run([node, "asyncapi.mjs", str(path)])
+    assert completed.returncode == 0, f"the AsyncAPI parser failed:\n{completed.stderr}"
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result

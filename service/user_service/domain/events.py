@@ -46,3 +46,7 @@ class UserDeleted(UserEvent):
     """A user was deleted (soft: it stays readable by id, and its username is free again)."""
 
     type: ClassVar[str] = "user.deleted"
+
+
+# Every event a user records, in the order of a user's life: what the published contract lists.
+USER_EVENTS: tuple[type[UserEvent], ...] = (UserCreated, UsernameChanged, FullNameChanged, UserDeleted)

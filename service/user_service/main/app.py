@@ -17,7 +17,7 @@ from user_service.infrastructure.telemetry.tracing import configure_tracing, shu
 from user_service.main.ioc import providers
 from user_service.main.relay import BackgroundRelay, make_relay
 from user_service.main.settings import Settings, load_settings
-from user_service.presentation.http import docs, health, openapi, problems, users
+from user_service.presentation.http import asyncapi, docs, health, openapi, problems, users
 from user_service.presentation.http.injection import use_container
 from user_service.presentation.http.liveness import answer_liveness
 from user_service.presentation.http.middleware import RequestMiddleware
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     docs.install(app)
     app.include_router(health.router)
     app.include_router(users.router)
+    app.include_router(asyncapi.router)
     use_container(app, container)
     app.add_middleware(RequestMiddleware, telemetry=settings.telemetry_enabled)
     return app

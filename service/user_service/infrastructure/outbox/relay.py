@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind
 from user_service.infrastructure.db.database import UNAVAILABLE_ERRORS, asyncpg_dsn
 from user_service.infrastructure.db.idempotency import purge_expired_keys
 from user_service.infrastructure.db.tables import OUTBOX_CHANNEL
-from user_service.infrastructure.outbox.envelope import CONTENT_TYPE
+from user_service.infrastructure.outbox.envelope import CONTENT_TYPE, SOURCE
 from user_service.infrastructure.outbox.status import BrokerState, RelayStatus
 from user_service.infrastructure.telemetry import metrics
 
@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("user_service.outbox")
 
 EXCHANGE = "users"
+EXCHANGE_TYPE = aio_pika.ExchangeType.TOPIC  # durable; the routing key is the event type
+DELIVERY_MODE = aio_pika.DeliveryMode.PERSISTENT
 LOCK_KEY = 0x75736572  # "user": the advisory lock that elects the active relay
 _PENDING = (
     "SELECT position, id, type, aggregate_id, payload::text AS payload, traceparent, created_at "
@@ -132,7 +134,7 @@ class OutboxRelay:
             self.status.broker = BrokerState.OK
             metrics.OUTBOX_BROKER_CONNECTED.set(1)
             channel = await broker.channel(publisher_confirms=True)
-            exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+            exchange = await channel.declare_exchange(EXCHANGE, EXCHANGE_TYPE, durable=True)
             conn = await asyncpg.connect(asyncpg_dsn(self.settings.database_url), timeout=5)
             try:
                 await self._lead(conn, broker, channel, exchange)
@@ -232,11 +234,11 @@ class OutboxRelay:
             message = aio_pika.Message(
                 body=row["payload"].encode(),
                 content_type=CONTENT_TYPE,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                delivery_mode=DELIVERY_MODE,
                 message_id=str(row["id"]),
                 timestamp=row["created_at"],
                 type=row["type"],
-                app_id="user-service",
+                app_id=SOURCE,
                 headers=headers,  # type: ignore[arg-type]
             )
             await exchange.publish(message, routing_key=row["type"], timeout=self.settings.confirm_timeout)

@@ -4,7 +4,7 @@ The patterns and lengths mirror the domain's rules so the document tells clients
 the domain still decides (a name's letters of any script are checked there).
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,19 +47,30 @@ class ChangeFullNameBody(Body):
     middle_name: Annotated[PersonName | None, Field(description="Absent clears it.")] = None
 
 
+def _absent_when_none(schema: dict[str, Any]) -> None:
+    """A value the representation omits when it has none: no `default: null` in its schema."""
+    schema.pop("default", None)
+
+
 class UserOut(BaseModel):
     """A user. Absent values are omitted: a deleted user shows no username."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [USER_EXAMPLE]})
-    id: UUID
+    id: UUID = Field(description="The user's id: one user's, forever.")
     # Absent, never null: a deleted user shows no username, a user without a middle name none.
-    username: Annotated[
-        str | SkipJsonSchema[None], Field(max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)
-    ] = None
+    username: (
+        Annotated[str, Field(max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)] | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        description="Unique among live users, ignoring case; absent once the user is deleted.",
+        json_schema_extra=_absent_when_none,
+    )
     first_name: str
     last_name: str
-    middle_name: str | SkipJsonSchema[None] = None
-    deleted: bool
+    middle_name: str | SkipJsonSchema[None] = Field(
+        default=None, description="Absent when the user has none.", json_schema_extra=_absent_when_none
+    )
+    deleted: bool = Field(description="A deleted user stays readable by id and can change no more.")
 
 
 class UserList(BaseModel):
