@@ -18,9 +18,12 @@ of another user who held that username before.
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
 from uuid import UUID
 
+from fastapi import Header
 from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
 from user_service.application.preconditions import Precondition, Versions
@@ -30,6 +33,32 @@ from user_service.application.read_models import UserView
 _ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
 _SPACE = " \t"
 _VERSION = re.compile(r"[1-9][0-9]{0,9}")  # as `etag` writes it: no leading zeros
+
+
+# RFC 9110 §13.1.1-2: `*` or a list of entity tags (obs-text aside); the header's schema says so.
+ENTITY_TAGS = r'^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$'
+IfMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="If-Match",
+        json_schema_extra={"pattern": ENTITY_TAGS},
+        description=(
+            "Change the user only if it is still in the state this entity tag names (an `ETag` of the "
+            "user, from any answer that carried it), or, with `*`, only if it is live; else 412."
+        ),
+    ),
+]
+IfNoneMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="If-None-Match",
+        json_schema_extra={"pattern": ENTITY_TAGS},
+        description=(
+            "On a read: 304 without a body when the user is still in the state one of these entity tags "
+            "names (or for `*`). On a change: 412 when it is (`*`: when the user is live)."
+        ),
+    ),
+]
 
 
 def etag(view: UserView) -> str:

@@ -17,10 +17,13 @@ import hashlib
 import hmac
 import struct
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 from urllib.parse import urlencode
 from uuid import UUID
 
+from fastapi import Query
 from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from user_service.application.ports import Order
 from user_service.application.read_models import Position
@@ -37,6 +40,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 INVALID = "is not a cursor of this service: pass on the `after` of a `next` link as it is"
 OTHER_LISTING = "is a cursor of another listing: keep the `order` and `deleted` of the link it came with"
+
+
+After = Annotated[
+    str | SkipJsonSchema[None],
+    Query(
+        description=(
+            "Where the page starts: the opaque cursor of a `next` link (pass the link on as it is). "
+            "Not with `offset`."
+        ),
+        max_length=MAX_LENGTH,
+        pattern=PATTERN,
+    ),
+]
 
 
 def _check(payload: bytes) -> bytes:
@@ -74,6 +90,13 @@ def decode(cursor: str, order: Order, deleted: bool | None) -> Position:
 def _invalid(cursor: str, message: str) -> RequestValidationError:
     return RequestValidationError(
         [{"type": "value_error", "loc": ("query", "after"), "msg": message, "input": cursor}]
+    )
+
+
+def offset_with_after(offset: int) -> RequestValidationError:
+    message = "cannot be combined with after: the cursor says where the page starts"
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", "offset"), "msg": message, "input": offset}]
     )
 
 

@@ -5,7 +5,11 @@
 defines none), as is anything else that is not a single such string: a 422 validation problem.
 """
 
+from typing import Annotated
+
+from fastapi import Header
 from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 HEADER = "Idempotency-Key"
 MAX_LENGTH = 255
@@ -15,6 +19,24 @@ MESSAGE = (
     'must be a structured-field string (RFC 8941), e.g. "8e03978e-40d5-43e8-bc93-6894a57f9324": '
     f'1 to {MAX_LENGTH} printable ASCII characters in double quotes, \\ escaping " and \\'
 )
+
+
+IdempotencyKey = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias=HEADER,
+        description=(
+            "Makes the create safe to retry: a retry with the same key and body is answered as the first "
+            "request was (status, body, `Location`, `ETag`) and creates nothing; the same key with another "
+            "body is a 422 problem. A key is kept IDEMPOTENCY_KEY_HOURS (24 by default) after the create; "
+            f"it {MESSAGE}."
+        ),
+        json_schema_extra={
+            "pattern": PATTERN,
+            "maxLength": 2 + 2 * MAX_LENGTH,
+        },
+    ),
+]
 
 
 def parse(value: str) -> str:

@@ -4,9 +4,7 @@ from typing import Annotated
 from uuid import UUID
 
 from dishka import FromDishka
-from fastapi import APIRouter, Header, Path, Query, status
-from fastapi.exceptions import RequestValidationError
-from pydantic.json_schema import SkipJsonSchema
+from fastapi import APIRouter, Path, Query, status
 from starlette.responses import Response
 
 from user_service.application.commands.change_full_name import ChangeFullName, ChangeFullNameHandler
@@ -35,48 +33,6 @@ router = APIRouter(prefix="/users", tags=["users"], route_class=JsonBodyRoute)
 USER = openapi.USER_EXAMPLE
 DELETED_USER = {k: v for k, v in USER.items() if k != "username"} | {"deleted": True}
 UserId = Annotated[UUID, Path(description="The user's id.")]
-# RFC 9110 §13.1.1-2: `*` or a list of entity tags (obs-text aside); the header's schema says so.
-ENTITY_TAGS = r'^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$'
-IfMatch = Annotated[
-    str | SkipJsonSchema[None],
-    Header(
-        alias="If-Match",
-        json_schema_extra={"pattern": ENTITY_TAGS},
-        description=(
-            "Change the user only if it is still in the state this entity tag names (an `ETag` of the "
-            "user, from any answer that carried it), or, with `*`, only if it is live; else 412."
-        ),
-    ),
-]
-IfNoneMatch = Annotated[
-    str | SkipJsonSchema[None],
-    Header(
-        alias="If-None-Match",
-        json_schema_extra={"pattern": ENTITY_TAGS},
-        description=(
-            "On a read: 304 without a body when the user is still in the state one of these entity tags "
-            "names (or for `*`). On a change: 412 when it is (`*`: when the user is live)."
-        ),
-    ),
-]
-
-
-IdempotencyKey = Annotated[
-    str | SkipJsonSchema[None],
-    Header(
-        alias=idempotency_key.HEADER,
-        description=(
-            "Makes the create safe to retry: a retry with the same key and body is answered as the first "
-            "request was (status, body, `Location`, `ETag`) and creates nothing; the same key with another "
-            "body is a 422 problem. A key is kept IDEMPOTENCY_KEY_HOURS (24 by default) after the create; "
-            f"it {idempotency_key.MESSAGE}."
-        ),
-        json_schema_extra={
-            "pattern": idempotency_key.PATTERN,
-            "maxLength": 2 + 2 * idempotency_key.MAX_LENGTH,
-        },
-    ),
-]
 
 
 def _located(view: UserView) -> dict[str, str]:
@@ -100,7 +56,7 @@ def _located(view: UserView) -> dict[str, str]:
     },
 )
 async def create_user(
-    body: CreateUserBody, handler: FromDishka[CreateUserHandler], key: IdempotencyKey = None
+    body: CreateUserBody, handler: FromDishka[CreateUserHandler], key: idempotency_key.IdempotencyKey = None
 ) -> json.JSON:
     command = CreateUser(
         **body.model_dump(), idempotency_key=None if key is None else idempotency_key.parse(key)
@@ -129,22 +85,12 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     order: Order = Order.ASC,
     deleted: Annotated[bool | None, Query(description="Only deleted (true) or live (false) users.")] = None,
-    after: Annotated[
-        str | SkipJsonSchema[None],
-        Query(
-            description=(
-                "Where the page starts: the opaque cursor of a `next` link (pass the link on as it is). "
-                "Not with `offset`."
-            ),
-            max_length=cursors.MAX_LENGTH,
-            pattern=cursors.PATTERN,
-        ),
-    ] = None,
+    after: cursors.After = None,
 ) -> json.JSON:
     position = None
     if after is not None:
         if offset:
-            raise offset_with_after(offset)
+            raise cursors.offset_with_after(offset)
         position = cursors.decode(after, order, deleted)
     page = await handler(ListUsers(offset, limit, order, deleted, position))
     headers = None
@@ -152,13 +98,6 @@ async def list_users(
         link = cursors.next_link("/users/", page.next, limit=limit, order=order, deleted=deleted)
         headers = {"Link": link}
     return json.users(page.users, headers)
-
-
-def offset_with_after(offset: int) -> RequestValidationError:
-    message = "cannot be combined with after: the cursor says where the page starts"
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", "offset"), "msg": message, "input": offset}]
-    )
 
 
 READ = "With `If-None-Match` naming its current `ETag`, a 304 without a body."
@@ -181,7 +120,7 @@ CHANGE = (
 async def get_user_by_username(
     username: Annotated[str, Path(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)],
     handler: FromDishka[GetUserByUsernameHandler],
-    if_none_match: IfNoneMatch = None,
+    if_none_match: conditional.IfNoneMatch = None,
 ) -> Response:
     view = await handler(GetUserByUsername(username))
     headers = _located(view)
@@ -199,7 +138,7 @@ async def get_user_by_username(
     },
 )
 async def get_user(
-    user_id: UserId, handler: FromDishka[GetUserHandler], if_none_match: IfNoneMatch = None
+    user_id: UserId, handler: FromDishka[GetUserHandler], if_none_match: conditional.IfNoneMatch = None
 ) -> Response:
     view = await handler(GetUser(user_id))
     return conditional.not_modified(view, if_none_match, {}) or json.user(view)
@@ -220,8 +159,8 @@ async def change_username(
     user_id: UserId,
     body: ChangeUsernameBody,
     handler: FromDishka[ChangeUsernameHandler],
-    if_match: IfMatch = None,
-    if_none_match: IfNoneMatch = None,
+    if_match: conditional.IfMatch = None,
+    if_none_match: conditional.IfNoneMatch = None,
 ) -> json.JSON:
     condition = conditional.precondition(user_id, if_match, if_none_match)
     view = await handler(ChangeUsername(user_id, body.username, condition))
@@ -243,8 +182,8 @@ async def change_full_name(
     user_id: UserId,
     body: ChangeFullNameBody,
     handler: FromDishka[ChangeFullNameHandler],
-    if_match: IfMatch = None,
-    if_none_match: IfNoneMatch = None,
+    if_match: conditional.IfMatch = None,
+    if_none_match: conditional.IfNoneMatch = None,
 ) -> json.JSON:
     condition = conditional.precondition(user_id, if_match, if_none_match)
     view = await handler(ChangeFullName(user_id, **body.model_dump(), precondition=condition))
@@ -263,8 +202,8 @@ async def change_full_name(
 async def delete_user(
     user_id: UserId,
     handler: FromDishka[DeleteUserHandler],
-    if_match: IfMatch = None,
-    if_none_match: IfNoneMatch = None,
+    if_match: conditional.IfMatch = None,
+    if_none_match: conditional.IfNoneMatch = None,
 ) -> json.JSON:
     condition = conditional.precondition(user_id, if_match, if_none_match)
     return json.user(await handler(DeleteUser(user_id, condition)))
