@@ -58,7 +58,7 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 async def clean_db(database: Database) -> AsyncIterator[Database]:
     """The database, empty before the test."""
     async with database.connection() as conn:
-        await conn.execute("TRUNCATE users, outbox")
+        await conn.execute("TRUNCATE users, outbox, idempotency_keys")
     return database
 
 

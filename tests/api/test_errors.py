@@ -59,7 +59,31 @@ async def test_invalid_create_is_422_naming_the_field(
     client: httpx.AsyncClient, body: dict[str, object], field: str
 ) -> None:
     problem = assert_problem(await client.post("/users/", json=body), 422)
-    assert field in [e["field"] for e in problem["errors"]]  # type: ignore[attr-defined]
+    errors = {e["field"]: e for e in problem["errors"]}  # type: ignore[attr-defined]
+    assert field in errors
+    assert errors[field]["location"] == "body"
+    assert errors[field]["pointer"] == f"#/{field}"
+
+
+async def test_each_error_points_at_its_value_as_rfc_9457_does(client: httpx.AsyncClient) -> None:
+    body = {**ALICE, "username": "1abc", "a/b~c d": 1}
+    problem = assert_problem(await client.post("/users/", json=body), 422)
+    pointers = {e["pointer"] for e in problem["errors"]}  # type: ignore[attr-defined]
+    assert pointers == {"#/username", "#/a~1b~0c%20d"}
+    for error in problem["errors"]:  # type: ignore[attr-defined]
+        assert set(error) == {"field", "location", "pointer", "message"}
+    # The domain's own rules (a name of digits only passes the schema's pattern, not the domain).
+    domain = assert_problem(await client.post("/users/", json={**ALICE, "last_name": "---"}), 422)
+    assert domain["errors"] == [  # type: ignore[comparison-overlap]
+        {
+            "field": "last_name",
+            "location": "body",
+            "pointer": "#/last_name",
+            "message": "must contain at least one letter",
+        }
+    ]
+    query = assert_problem(await client.get("/users/?limit=0"), 422)
+    assert query["errors"][0]["pointer"] == "#/limit"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -80,6 +104,7 @@ async def test_malformed_bodies_are_422(client: httpx.AsyncClient, raw: bytes) -
     response = await client.post("/users/", content=raw, headers={"content-type": "application/json"})
     problem = assert_problem(response, 422)
     assert problem["errors"][0]["field"] == "body"  # type: ignore[index]
+    assert problem["errors"][0]["pointer"] == "#"  # type: ignore[index]
 
 
 async def test_invalid_path_values_are_422(client: httpx.AsyncClient) -> None:

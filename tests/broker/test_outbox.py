@@ -98,6 +98,8 @@ async def test_each_command_publishes_exactly_its_event(
         "user.deleted",
     ]
     assert [e["data"] for e in envelopes] == [created, renamed, named, deleted]
+    # The user's version after each change: the events of one user in order, without the broker's help.
+    assert [e["sequence"] for e in envelopes] == ["0000000001", "0000000002", "0000000003", "0000000004"]
     messages = [
         m for m in consumer.messages if m.routing_key and m.message_id in {e["id"] for e in envelopes}
     ]
@@ -264,6 +266,13 @@ async def test_two_relays_one_publishes_the_other_takes_over(
 async def test_published_rows_are_purged_after_the_retention_period(
     clean_db: Database, database_url: str, broker_url: str, consumer: Consumer
 ) -> None:
+    """And expired idempotency keys in the same step; live ones stay."""
+    async with clean_db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO idempotency_keys (key, fingerprint, answer, expires_at) "
+            "SELECT 'k' || i, '\\x00', '{}', clock_timestamp() + i * interval '1 hour' "
+            "FROM generate_series(-12000, 1) AS i"
+        )
     ids = await make_backlog(clean_db, 20)
     settings = RelaySettings(
         database_url=database_url,
@@ -288,6 +297,8 @@ async def test_published_rows_are_purged_after_the_retention_period(
         relay.stop()
         await task
     assert await outbox_ids(clean_db, published=False) == []
+    async with clean_db.connection() as conn:
+        assert [r["key"] for r in await conn.fetch("SELECT key FROM idempotency_keys")] == ["k1"]
 
 
 EXPIRED_ROWS = 60_000

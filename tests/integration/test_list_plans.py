@@ -1,4 +1,5 @@
-"""The pages' statements read an index in the page's order: no scan of the whole table, no sort."""
+"""The offset pages' statements read an index in the page's order: no scan of the whole table, no sort
+(keyset pages: tests/contracts)."""
 
 import json
 
@@ -6,7 +7,7 @@ import pytest
 
 from user_service.application.ports import Order
 from user_service.infrastructure.db.database import Database
-from user_service.infrastructure.db.reader import _LIST, DEEP_OFFSET
+from user_service.infrastructure.db.reader import _LIST, DEEP_OFFSET, Paging
 
 USERS = 200_000  # enough that the planner weighs it as a real table
 
@@ -45,7 +46,7 @@ async def many_users(clean_db: Database) -> Database:
 async def test_a_page_reads_its_index_in_order(
     many_users: Database, order: Order, deleted: bool | None, index: str, offset: int
 ) -> None:
-    statement = _LIST[order, deleted, offset >= DEEP_OFFSET]
+    statement = _LIST[order, deleted, Paging.DEEP_OFFSET if offset >= DEEP_OFFSET else Paging.OFFSET]
     async with many_users.connection() as conn:
         (plan,) = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", 100, offset))
     steps = nodes(plan["Plan"])

@@ -128,3 +128,28 @@ async def test_deleted_at_round_trips(clean_db: Database) -> None:
         again = await uow.users.get(view.id)
         assert again is not None
         assert again.deleted
+
+
+async def test_concurrent_changes_count_one_version_each_in_commit_order(clean_db: Database) -> None:
+    """The version is the aggregate's, written under its row lock: no change is lost or counted twice,
+    and the events' `sequence` follows the outbox's commit order."""
+    user = new_user()
+    async with PostgresUnitOfWork(clean_db) as uow:
+        uow.users.add(user)
+        await uow.commit()
+
+    async def rename(to: str) -> None:
+        async with PostgresUnitOfWork(clean_db) as uow:
+            loaded = await uow.users.get(user.id)
+            assert loaded is not None
+            await asyncio.sleep(0.01)
+            loaded.change_username(Username(to))
+            await uow.commit()
+
+    await asyncio.gather(*(rename(f"name{i}") for i in range(10)))
+    view = await PostgresUserReader(clean_db).get(user.id)
+    assert view is not None
+    assert view.version == 11
+    envelopes = [r["payload"] for r in await outbox(clean_db)]
+    assert [e["sequence"] for e in envelopes] == [f"{v:010d}" for v in range(1, 12)]  # type: ignore[index]
+    assert envelopes[-1]["data"]["username"] == view.username  # type: ignore[index]

@@ -32,16 +32,17 @@ class Consumer:
 
     def __init__(self) -> None:
         self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self._envelopes: list[dict[str, Any]] = []  # parsed once, as they arrive
         self._arrived = asyncio.Event()
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         self.messages.append(message)
+        self._envelopes.append(orjson.loads(message.body))
         self._arrived.set()
         await message.ack()
 
     def envelopes(self, subjects: set[str] | None = None) -> list[dict[str, Any]]:
-        found = [orjson.loads(m.body) for m in self.messages]
-        return [e for e in found if subjects is None or e["subject"] in subjects]
+        return [e for e in self._envelopes if subjects is None or e["subject"] in subjects]
 
     async def wait_for(
         self, count: int, subjects: set[str] | None = None, timeout: float = 20

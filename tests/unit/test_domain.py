@@ -125,6 +125,26 @@ def test_delete_then_no_more_changes() -> None:
     assert user.events == ()
 
 
+def test_each_change_and_only_a_change_counts_a_version_and_numbers_its_event() -> None:
+    user = make_user("alice")
+    assert user.version == 1
+    user.change_username(Username("alice"))  # no change
+    user.change_username(Username("bob"))
+    user.change_full_name(FullName.of("Alice", "Smith"))  # no change
+    user.change_full_name(FullName.of("Al", "Ice"))
+    user.delete(datetime.now(UTC))
+    assert user.version == 4
+    assert [(type(e), e.version) for e in user.pull_events()] == [
+        (UserCreated, 1),
+        (UsernameChanged, 2),
+        (FullNameChanged, 3),
+        (UserDeleted, 4),
+    ]
+    with pytest.raises(errors.UserIsDeleted):
+        user.change_username(Username("carol"))
+    assert user.version == 4
+
+
 def test_uuid7_is_version_7_variant_rfc_and_time_ordered() -> None:
     ids = [uuid7() for _ in range(50)]
     assert all(i.version == 7 and i.variant == "specified in RFC 4122" for i in ids)

@@ -21,13 +21,14 @@ from user_service.infrastructure.db.rows import (
 
 
 def test_a_user_survives_its_row() -> None:
-    user = User(uuid.uuid4(), Username("Ann"), FullName.of("Ann", "Lee", "Mo"), datetime.now(UTC))
+    user = User(uuid.uuid4(), Username("Ann"), FullName.of("Ann", "Lee", "Mo"), datetime.now(UTC), 7)
     back = user_of(row_of(user))  # type: ignore[arg-type]
-    assert (back.id, back.username, back.full_name, back.deleted_at) == (
+    assert (back.id, back.username, back.full_name, back.deleted_at, back.version) == (
         user.id,
         user.username,
         user.full_name,
         user.deleted_at,
+        7,
     )
     assert list(row_of(user)) == list(STATE_COLUMNS)
     assert row_values(row_of(user))[STATE_COLUMNS.index("username")] == "Ann"

@@ -14,6 +14,22 @@ class UserNotFound(ApplicationError):
         self.key = key
 
 
+class PreconditionFailed(ApplicationError):
+    """The user is not in the state the change was conditioned on (it changed since the client saw it)."""
+
+    def __init__(self, user_id: UUID) -> None:
+        super().__init__(f"user {user_id} is not in the state the change was made for")
+        self.user_id = user_id
+
+
+class IdempotencyKeyReused(ApplicationError):
+    """An idempotency key names one request: this one differs from the request it was first sent with."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the idempotency key {key!r} was used for another request")
+        self.key = key
+
+
 class StorageCause(StrEnum):
     """Why the storage could not do the work; each has its own answer and log field."""
 

@@ -5,7 +5,8 @@ from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
 
-from user_service.application.read_models import UserView
+from user_service.application.idempotency import IdempotentRequest
+from user_service.application.read_models import Page, Position, UserView
 from user_service.domain.user import User
 
 
@@ -17,6 +18,15 @@ class UserRepository(Protocol):
     async def get(self, user_id: UUID) -> User | None: ...
 
 
+class IdempotencyKeys(Protocol):
+    """The answers of requests made with an idempotency key, kept for the keys' lifetime."""
+
+    def record(self, request: IdempotentRequest, answer: UserView) -> None:
+        """Write `request`'s key with the creation of `answer`'s user, in the same write (a unit of work
+        that creates that one user). The commit raises `KeyAlreadyUsed`, having written nothing, when
+        the key was recorded before (by a request that committed first, if they raced)."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: changes of the aggregates it saw and their events are written together, or not at all.
 
@@ -25,6 +35,9 @@ class UnitOfWork(Protocol):
 
     @property
     def users(self) -> UserRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyKeys: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -48,5 +61,7 @@ class UserReader(Protocol):
     async def get_live_by_username(self, username: str) -> UserView | None: ...
 
     async def list(
-        self, *, offset: int, limit: int, order: Order, deleted: bool | None
-    ) -> list[UserView]: ...
+        self, *, offset: int, limit: int, order: Order, deleted: bool | None, after: Position | None = None
+    ) -> Page:
+        """Up to `limit` users in `order` of (creation time, id), filtered by `deleted` (None: all):
+        those after `after` (a keyset: a page costs the same at any depth), else after the first `offset`."""

@@ -3,6 +3,7 @@
 The API and the published events share the representation, so they cannot drift apart.
 """
 
+from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -19,6 +20,7 @@ class UserView(NamedTuple):
     last_name: str
     middle_name: str | None
     deleted: bool
+    version: int  # not part of the representation: the API shows it as the ETag, events as `sequence`
 
     @classmethod
     def of(cls, user: User) -> "UserView":
@@ -30,6 +32,7 @@ class UserView(NamedTuple):
             last_name=name.last.value,
             middle_name=None if name.middle is None else name.middle.value,
             deleted=user.deleted,
+            version=user.version,
         )
 
     def representation(self) -> dict[str, Any]:
@@ -43,3 +46,17 @@ class UserView(NamedTuple):
             out["middle_name"] = self.middle_name
         out["deleted"] = self.deleted
         return out
+
+
+class Position(NamedTuple):
+    """Where a user stands in the order of every listing: its creation time, then its id."""
+
+    created_at: datetime
+    id: UUID
+
+
+class Page(NamedTuple):
+    """A page of users; `next` is the position after which the next page starts, None when none follows."""
+
+    users: list[UserView]
+    next: Position | None

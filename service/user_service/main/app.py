@@ -3,6 +3,7 @@
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from dishka import Provider, make_async_container
 from fastapi import FastAPI
@@ -17,7 +18,7 @@ from user_service.infrastructure.telemetry.tracing import configure_tracing, shu
 from user_service.main.ioc import providers
 from user_service.main.relay import BackgroundRelay, make_relay
 from user_service.main.settings import Settings, load_settings
-from user_service.presentation.http import docs, health, problems, users
+from user_service.presentation.http import asyncapi, docs, health, openapi, problems, users
 from user_service.presentation.http.injection import use_container
 from user_service.presentation.http.liveness import answer_liveness
 from user_service.presentation.http.middleware import RequestMiddleware
@@ -25,11 +26,15 @@ from user_service.presentation.http.server import HardenedHttpToolsProtocol, Ser
 
 
 class ServiceAPI(FastAPI):
-    """FastAPI, with liveness answered before any of its machinery (presentation.http.liveness)."""
+    """FastAPI, with liveness answered before any of its machinery (presentation.http.liveness), and its
+    OpenAPI document finished by presentation.http.openapi."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await answer_liveness(scope, send):
             await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi.finish(super().openapi())
 
 
 def create_app(settings: Settings | None = None, extra_providers: list[Provider] | None = None) -> FastAPI:
@@ -64,7 +69,10 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     app = ServiceAPI(
         title="User Service",
         version=__version__,
-        description="Users REST API. Errors are RFC 9457 problem details (application/problem+json).",
+        description=openapi.DESCRIPTION,
+        servers=openapi.SERVERS,
+        contact=openapi.CONTACT,
+        openapi_tags=openapi.TAGS,
         lifespan=lifespan,
         redirect_slashes=False,
         docs_url=None,  # served by presentation.http.docs, without a CDN
@@ -75,6 +83,7 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     docs.install(app)
     app.include_router(health.router)
     app.include_router(users.router)
+    app.include_router(asyncapi.router)
     use_container(app, container)
     app.add_middleware(RequestMiddleware, telemetry=settings.telemetry_enabled)
     return app

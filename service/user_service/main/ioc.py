@@ -70,11 +70,16 @@ class InfrastructureProvider(Provider):
     def unit_of_work(self, db: Database, settings: Settings) -> UnitOfWork:
         # The consistency token is needed only where reads may be served by a replica.
         track = settings.database_read_url is not None
+        lifetime = settings.idempotency_key_hours * 3600
         if settings.telemetry_enabled:
             return PostgresUnitOfWork(
-                db, on_commit=count_committed, traceparent=current_traceparent, track_position=track
+                db,
+                on_commit=count_committed,
+                traceparent=current_traceparent,
+                track_position=track,
+                idempotency_key_lifetime=lifetime,
             )
-        return PostgresUnitOfWork(db, track_position=track)
+        return PostgresUnitOfWork(db, track_position=track, idempotency_key_lifetime=lifetime)
 
     @provide(scope=Scope.APP)
     def reader(self, routing: ReadRouting, settings: Settings) -> UserReader:

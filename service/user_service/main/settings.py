@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     outbox_batch_size: Annotated[int, Field(ge=1, le=10000)] = 500
     outbox_poll_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
     outbox_retention_hours: Annotated[float, Field(ge=0)] = 24.0
+    idempotency_key_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0
     shutdown_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     http_header_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     http_max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024

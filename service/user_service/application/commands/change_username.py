@@ -3,6 +3,7 @@ from uuid import UUID
 
 from user_service.application.errors import UserNotFound
 from user_service.application.ports import UnitOfWork
+from user_service.application.preconditions import NO_PRECONDITION, Precondition
 from user_service.application.read_models import UserView
 from user_service.domain.values import Username
 
@@ -11,9 +12,16 @@ from user_service.domain.values import Username
 class ChangeUsername:
     user_id: UUID
     username: str
+    precondition: Precondition = NO_PRECONDITION
 
 
 class ChangeUsernameHandler:
+    """Renames a live user. The new username must be free among live users, ignoring case. Emits
+    the event `user.username_changed`; a username that does not change changes nothing and emits nothing.
+
+    With a precondition, only if the user is still in the state the client saw.
+    """
+
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 
@@ -23,6 +31,7 @@ class ChangeUsernameHandler:
             user = await uow.users.get(command.user_id)
             if user is None:
                 raise UserNotFound(command.user_id)
+            command.precondition.check(user)  # on the user as locked, before the change
             user.change_username(username)
             await uow.commit()
         return UserView.of(user)

@@ -2,13 +2,14 @@
 may serve the read (replica.ReadRouting), else on the primary."""
 
 import asyncio
+from enum import StrEnum
 from uuid import UUID
 
 import asyncpg
 
 from user_service.application.errors import StorageCause, StorageUnavailable
 from user_service.application.ports import Order
-from user_service.application.read_models import UserView
+from user_service.application.read_models import Page, Position, UserView
 from user_service.infrastructure.db.database import Database
 from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.db.rows import VIEW_COLUMNS
@@ -16,26 +17,42 @@ from user_service.infrastructure.db.rows import VIEW_COLUMNS
 # Constant text built from the read model's fields (rows.VIEW_COLUMNS); every value is a parameter.
 _BY_ID = f"SELECT {VIEW_COLUMNS} FROM users WHERE id = $1"  # noqa: S608
 _BY_USERNAME = f"SELECT {VIEW_COLUMNS} FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL"  # noqa: S608
-_FILTERS = {None: "", True: "WHERE deleted_at IS NOT NULL ", False: "WHERE deleted_at IS NULL "}
+_FILTERS = {None: [], True: ["deleted_at IS NOT NULL"], False: ["deleted_at IS NULL"]}
 # Past this offset a page skips its rows on an index-only scan of (created_at, id), then reads only the
 # page's rows by primary key: about half the cost of skipping through the table. Nearer pages read the
 # table in index order directly, which is cheaper there than the join.
 DEEP_OFFSET = 10_000
 
 
-def _page(order: Order, deleted: bool | None, deep: bool) -> str:
-    where, by = _FILTERS[deleted], f"ORDER BY created_at {order.value.upper()}, id {order.value.upper()}"
-    if not deep:
-        return f"SELECT {VIEW_COLUMNS} FROM users {where}{by} LIMIT $1 OFFSET $2"  # noqa: S608
+class Paging(StrEnum):
+    KEYSET = "keyset"  # after a position: an index range scan, the same cost at any depth
+    OFFSET = "offset"  # after OFFSET rows, read in index order
+    DEEP_OFFSET = "deep_offset"  # after OFFSET rows skipped on the index alone
+
+
+def _list_statement(order: Order, deleted: bool | None, paging: Paging) -> str:
+    """A page in `order` of (created_at, id) on the (created_at, id) index of its filter. The last column
+    is created_at, for the position of the next page."""
+    direction = order.value.upper()
+    by = f"ORDER BY created_at {direction}, id {direction}"
+    conditions = list(_FILTERS[deleted])
+    if paging is Paging.KEYSET:
+        conditions.append(f"(created_at, id) {'>' if order is Order.ASC else '<'} ($2, $3)")
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    columns = f"{VIEW_COLUMNS}, created_at"
+    if paging is Paging.KEYSET:
+        return f"SELECT {columns} FROM users {where}{by} LIMIT $1"  # noqa: S608
+    if paging is Paging.OFFSET:
+        return f"SELECT {columns} FROM users {where}{by} LIMIT $1 OFFSET $2"  # noqa: S608
     page = f"SELECT id FROM users {where}{by} LIMIT $1 OFFSET $2"  # noqa: S608
-    return f"SELECT {VIEW_COLUMNS} FROM users WHERE id IN ({page}) {by}"  # noqa: S608
+    return f"SELECT {columns} FROM users WHERE id IN ({page}) {by}"  # noqa: S608
 
 
 _LIST = {
-    (order, deleted, deep): _page(order, deleted, deep)
+    (order, deleted, paging): _list_statement(order, deleted, paging)
     for order in Order
     for deleted in _FILTERS
-    for deep in (False, True)
+    for paging in Paging
 }
 
 
@@ -62,14 +79,24 @@ class PostgresUserReader:
         row = await self._reads.run(lambda conn: conn.fetchrow(_BY_USERNAME, username))
         return None if row is None else _view(row)
 
-    async def list(self, *, offset: int, limit: int, order: Order, deleted: bool | None) -> list[UserView]:
+    async def list(
+        self, *, offset: int, limit: int, order: Order, deleted: bool | None, after: Position | None = None
+    ) -> Page:
+        if after is not None:
+            paging, args = Paging.KEYSET, tuple(after)
+        else:
+            paging, args = (Paging.DEEP_OFFSET if offset >= DEEP_OFFSET else Paging.OFFSET), (offset,)
+        statement = _LIST[order, deleted, paging]
         try:
             await asyncio.wait_for(self._pages.acquire(), self._page_wait)
         except TimeoutError:
             raise StorageUnavailable("every page slot was in use", StorageCause.POOL_TIMEOUT) from None
-        statement = _LIST[order, deleted, offset >= DEEP_OFFSET]
         try:
-            rows = await self._reads.run(lambda conn: conn.fetch(statement, limit, offset))
+            # One row more than the page: whether another page follows, without a page that comes back empty.
+            rows = await self._reads.run(lambda conn: conn.fetch(statement, limit + 1, *args))
         finally:
             self._pages.release()
-        return [_view(row) for row in rows]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        following = Position(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        return Page([UserView(*row[:-1]) for row in rows], following)

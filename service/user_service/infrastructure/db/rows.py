@@ -30,6 +30,7 @@ class UserRow(TypedDict):
     last_name: str
     middle_name: str | None
     deleted_at: datetime | None
+    version: int
 
 
 STATE_COLUMNS: tuple[str, ...] = tuple(UserRow.__annotations__)
@@ -47,6 +48,7 @@ def row_of(user: User) -> UserRow:
         last_name=name.last.value,
         middle_name=None if name.middle is None else name.middle.value,
         deleted_at=user.deleted_at,
+        version=user.version,
     )
 
 
@@ -67,6 +69,7 @@ def user_of(row: asyncpg.Record) -> User:
             None if middle is None else Name(middle, "middle_name"),
         ),
         row["deleted_at"],
+        row["version"],
     )
 
 

@@ -27,6 +27,8 @@ users = sa.Table(
     sa.Column("middle_name", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    # The aggregate's version (User.version): 1 at creation, one more with each change.
+    sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("1")),
 )
 sa.Index(
     USERS_LIVE_USERNAME,
@@ -72,3 +74,19 @@ sa.Index(
 sa.Index("ix_outbox_published_at", outbox.c.published_at, postgresql_where=outbox.c.published_at.isnot(None))
 
 OUTBOX_CHANNEL = "outbox"
+
+# The answers to creates made with an Idempotency-Key, written in the create's own statement, kept until
+# `expires_at` (the keys' lifetime after the create), then purged by the relay with the outbox.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("fingerprint", sa.LargeBinary, nullable=False),  # of the request the key was first sent with
+    sa.Column("answer", JSONB, nullable=False),  # what that request was answered
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("clock_timestamp()")
+    ),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_idempotency_keys_expires_at", idempotency_keys.c.expires_at)
+IDEMPOTENCY_KEYS_PK = "pk_idempotency_keys"

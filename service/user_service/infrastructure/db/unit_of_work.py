@@ -6,7 +6,8 @@ each changed aggregate together with one outbox row per domain event in ONE stat
 begun only when it is needed: when the repository reads an aggregate to change it (the row lock orders a
 user's changes, and so its events), or when more than one statement must commit together. A create is so
 one round trip, a change four (BEGIN, SELECT … FOR UPDATE, the write, COMMIT). A statement trigger on the
-outbox sends NOTIFY, which PostgreSQL delivers only once the change has committed.
+outbox sends NOTIFY, which PostgreSQL delivers only once the change has committed. A create made with an
+idempotency key writes the key in that same statement (infrastructure/db/idempotency.py).
 
 With a replica serving reads (`track_position`), a commit is followed by one more round trip that reads
 the primary's WAL position, at or past the commit's (a commit returns once its WAL is written): the
@@ -22,12 +23,14 @@ from uuid import UUID
 
 import asyncpg
 
+from user_service.application.idempotency import KeyAlreadyUsed
 from user_service.application.read_models import UserView
-from user_service.domain.errors import UserIdTaken, UsernameTaken
+from user_service.domain.errors import DomainError, UserIdTaken, UsernameTaken
 from user_service.domain.events import UserEvent
 from user_service.domain.user import User
-from user_service.infrastructure.db import tables
+from user_service.infrastructure.db import idempotency, tables
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.db.idempotency import PendingKey, PostgresIdempotencyKeys
 from user_service.infrastructure.db.replica import committed_at, parse_lsn
 from user_service.infrastructure.db.rows import STATE_COLUMNS, row_of, row_values, user_of
 from user_service.infrastructure.outbox.envelope import cloud_event
@@ -49,8 +52,9 @@ TraceparentSource = Callable[[], str | None]
 
 
 @functools.cache
-def _write_with_events(write: str, write_args: int, events: int) -> str:
-    """`WITH written AS (<write>) INSERT INTO outbox …`: the aggregate's write and its outbox rows."""
+def _write_with_events(write: str, write_args: int, events: int, keyed: bool = False) -> str:
+    """`WITH written AS (<write>) INSERT INTO outbox …`: the aggregate's write and its outbox rows, and
+    when `keyed` the idempotency key's row, its parameters after the others."""
     values = ", ".join(
         "({})".format(
             ", ".join(
@@ -60,9 +64,10 @@ def _write_with_events(write: str, write_args: int, events: int) -> str:
         )
         for i in range(events)
     )
+    key = f", {idempotency.remembered(write_args + events * _OUTBOX_COLUMNS + 1)}" if keyed else ""
     # Constant fragments only: every value is a parameter.
     return (
-        f"WITH written AS ({write}) "  # noqa: S608
+        f"WITH written AS ({write}){key} "  # noqa: S608
         f"INSERT INTO outbox (id, type, aggregate_id, payload, traceparent) VALUES {values}"
     )
 
@@ -98,6 +103,7 @@ class PostgresUnitOfWork:
     """One per request. Enter: a connection; leave without commit: whatever was begun is rolled back."""
 
     users: PostgresUserRepository
+    idempotency: PostgresIdempotencyKeys
 
     def __init__(
         self,
@@ -105,11 +111,13 @@ class PostgresUnitOfWork:
         on_commit: CommitObserver | None = None,
         traceparent: TraceparentSource | None = None,
         track_position: bool = False,
+        idempotency_key_lifetime: float = 24 * 3600,
     ) -> None:
         self._db = db
         self._track_position = track_position
         self._on_commit = on_commit
         self._traceparent = traceparent
+        self._key_lifetime = idempotency_key_lifetime
         self._conn_cm = db.connection()
         self._tx: asyncpg.transaction.Transaction | None = None
         self._open = False
@@ -118,6 +126,7 @@ class PostgresUnitOfWork:
         self._conn = await self._conn_cm.__aenter__()
         self._open = True
         self.users = PostgresUserRepository(self)
+        self.idempotency = PostgresIdempotencyKeys()
         return self
 
     async def __aexit__(
@@ -146,6 +155,9 @@ class PostgresUnitOfWork:
         traceparent = self._traceparent() if self._traceparent else None
         now = datetime.now(UTC)
         changed = [user for user in self.users.seen.values() if user.events]
+        keys = self.idempotency.pending
+        if keys and (len(changed) != 1 or changed[0].id not in keys or self._tx is not None):
+            raise RuntimeError("an idempotency key answers a unit of work that creates one user, alone")
         if len(changed) > 1:
             await self.in_transaction()
         events: list[UserEvent] = []
@@ -153,10 +165,14 @@ class PostgresUnitOfWork:
             view = UserView.of(user)
             user_events = user.pull_events()
             write, args = self.users.write(user)
-            statement = _write_with_events(write, len(args), len(user_events))
+            key = keys.get(user.id)
+            statement = _write_with_events(write, len(args), len(user_events), key is not None)
             for event in user_events:
                 args += [event.event_id, event.type, user.id, cloud_event(event, view, now), traceparent]
-            await self._execute(user, statement, args)
+            if key is None:
+                await self._execute(user, statement, args)
+            else:
+                await self._execute_keyed(user, statement, [*args, *key.arguments(self._key_lifetime)], key)
             self.users.new.discard(user.id)
             events.extend(user_events)
         if self._tx is not None:
@@ -173,8 +189,42 @@ class PostgresUnitOfWork:
         try:
             await self._conn.execute(statement, *args)
         except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == tables.USERS_PK:
-                raise UserIdTaken(user.id) from exc
-            if exc.constraint_name == tables.USERS_LIVE_USERNAME:
-                raise UsernameTaken(user.username.value) from exc
-            raise
+            if (conflict := _conflict(user, exc)) is None:
+                raise
+            raise conflict from exc
+
+    async def _execute_keyed(self, user: User, statement: str, args: list[Any], key: PendingKey) -> None:
+        """Run a create that records an idempotency key (a statement of its own, in no transaction).
+
+        Whatever uniqueness rule it breaks (the key's, or the username's or id's when a request with the
+        same key created the user first), the key decides: recorded and live, `KeyAlreadyUsed` with its
+        answer; expired but not purged yet, it is deleted and the create tried once more; not recorded,
+        the rule's own conflict.
+        """
+        for attempt in range(2):
+            try:
+                await self._conn.execute(statement, *args)
+            except asyncpg.UniqueViolationError as exc:
+                earlier = await self._conn.fetchrow(idempotency.RECALL, key.request.key)
+                if earlier is not None and earlier["live"]:
+                    raise KeyAlreadyUsed(
+                        earlier["fingerprint"], idempotency.answer_of(earlier["answer"])
+                    ) from None
+                expired = earlier is not None or exc.constraint_name == tables.IDEMPOTENCY_KEYS_PK
+                if attempt == 0 and expired:
+                    await self._conn.execute(idempotency.FORGET_EXPIRED, key.request.key)
+                    continue
+                if (conflict := _conflict(user, exc)) is None:
+                    raise
+                raise conflict from exc
+            else:
+                return
+
+
+def _conflict(user: User, exc: asyncpg.UniqueViolationError) -> DomainError | None:
+    """The domain error a broken uniqueness rule means, by constraint name."""
+    if exc.constraint_name == tables.USERS_PK:
+        return UserIdTaken(user.id)
+    if exc.constraint_name == tables.USERS_LIVE_USERNAME:
+        return UsernameTaken(user.username.value)
+    return None

@@ -9,7 +9,8 @@
   rest for the next attempt, after an exponential backoff capped at a few seconds; a row may so be
   delivered twice, never zero times.
 - Published rows are deleted after the retention period, in bounded batches between publishing rounds
-  until none is left, so the purge keeps up with any rate the relay publishes at.
+  until none is left, so the purge keeps up with any rate the relay publishes at; expired idempotency
+  keys go in the same step, once the outbox's batches are done.
 """
 
 import asyncio
@@ -26,8 +27,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from user_service.infrastructure.db.database import UNAVAILABLE_ERRORS, asyncpg_dsn
+from user_service.infrastructure.db.idempotency import purge_expired_keys
 from user_service.infrastructure.db.tables import OUTBOX_CHANNEL
-from user_service.infrastructure.outbox.envelope import CONTENT_TYPE
+from user_service.infrastructure.outbox.envelope import CONTENT_TYPE, SOURCE
 from user_service.infrastructure.outbox.status import BrokerState, RelayStatus
 from user_service.infrastructure.telemetry import metrics
 
@@ -35,6 +37,8 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("user_service.outbox")
 
 EXCHANGE = "users"
+EXCHANGE_TYPE = aio_pika.ExchangeType.TOPIC  # durable; the routing key is the event type
+DELIVERY_MODE = aio_pika.DeliveryMode.PERSISTENT
 LOCK_KEY = 0x75736572  # "user": the advisory lock that elects the active relay
 _PENDING = (
     "SELECT position, id, type, aggregate_id, payload::text AS payload, traceparent, created_at "
@@ -135,7 +139,7 @@ class OutboxRelay:
             self.status.broker = BrokerState.OK
             metrics.OUTBOX_BROKER_CONNECTED.set(1)
             channel = await broker.channel(publisher_confirms=True)
-            exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+            exchange = await channel.declare_exchange(EXCHANGE, EXCHANGE_TYPE, durable=True)
             conn = await asyncpg.connect(asyncpg_dsn(self.settings.database_url), timeout=5)
             try:
                 await self._lead(conn, broker, channel, exchange)
@@ -186,7 +190,10 @@ class OutboxRelay:
         deleted = int(status.rsplit(" ", 1)[-1])
         if deleted:
             metrics.OUTBOX_PURGED.inc(deleted)
-        return deleted >= self.settings.purge_batch_size
+        if deleted >= self.settings.purge_batch_size:
+            return True
+        await purge_expired_keys(conn)
+        return False
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
@@ -243,11 +250,11 @@ class OutboxRelay:
             message = aio_pika.Message(
                 body=row["payload"].encode(),
                 content_type=CONTENT_TYPE,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                delivery_mode=DELIVERY_MODE,
                 message_id=str(row["id"]),
                 timestamp=row["created_at"],
                 type=row["type"],
-                app_id="user-service",
+                app_id=SOURCE,
                 headers=headers,  # type: ignore[arg-type]
             )
             await exchange.publish(message, routing_key=row["type"], timeout=self.settings.confirm_timeout)

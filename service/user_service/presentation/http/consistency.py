@@ -32,9 +32,14 @@ Token = Annotated[
     ),
 ]
 
-# The header in a write route's documented response.
-RESPONSE_HEADERS: dict[str, Any] = {
-    HEADER: {"description": _ABOUT, "schema": {"type": "string", "pattern": PATTERN}}
+# The header in a write route's documented response (openapi.answer's keyword form of its name).
+WRITTEN: dict[str, dict[str, Any]] = {
+    HEADER.replace("-", "_"): {
+        "description": _ABOUT,
+        "required": False,
+        "schema": {"type": "string", "pattern": PATTERN},
+        "example": "0/3000148",
+    }
 }
 
 

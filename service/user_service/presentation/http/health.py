@@ -9,7 +9,7 @@ from user_service.infrastructure.db.database import Database
 from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry import metrics
-from user_service.presentation.http import json
+from user_service.presentation.http import json, openapi
 from user_service.presentation.http.injection import InjectedRoute
 from user_service.presentation.http.problems import ERRORS, UNAVAILABLE_DETAILS, problem, responses
 from user_service.presentation.http.schemas import Health, Readiness
@@ -18,13 +18,34 @@ router = APIRouter(route_class=InjectedRoute, tags=["health"])
 _HEALTHY = json.JSON({"status": "ok"})
 
 
-@router.get("/healthcheck", response_model=Health)
+@router.get(
+    "/healthcheck",
+    response_model=Health,
+    responses={200: openapi.answer("The process is up", {"status": "ok"})},
+)
 async def liveness() -> Response:
     """The process is up and serving; touches nothing else."""
     return _HEALTHY
 
 
-@router.get("/healthcheck/ready", response_model=Readiness, responses=responses(503))
+_READY = {
+    "status": "ok",
+    "checks": {"database": "ok", "database_pool": "ok", "database_replica": "lagging", "broker": "ok"},
+    "pool": {"used": 1, "idle": 1, "max": 10, "waiting": 0},
+    "replica": {
+        "state": "lagging",
+        "reason": "more than 1 s of writes not replayed",
+        "staleness_seconds": 1.4,
+        "replayed": "0/3000148",
+    },
+}
+
+
+@router.get(
+    "/healthcheck/ready",
+    response_model=Readiness,
+    responses={200: openapi.answer("Ready", _READY), **responses(503)},
+)
 async def readiness(
     request: Request, db: FromDishka[Database], reads: FromDishka[ReadRouting], relay: FromDishka[RelayStatus]
 ) -> Response:

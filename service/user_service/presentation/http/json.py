@@ -6,6 +6,7 @@ import orjson
 from starlette.responses import Response
 
 from user_service.application.read_models import UserView
+from user_service.presentation.http.conditional import etag
 
 
 class JSON(Response):
@@ -16,8 +17,11 @@ class JSON(Response):
 
 
 def user(view: UserView, status_code: int = 200, headers: dict[str, str] | None = None) -> JSON:
-    return JSON(view.representation(), status_code=status_code, headers=headers)
+    """The user, with its entity tag: every answer that carries a user carries its `ETag`."""
+    return JSON(
+        view.representation(), status_code=status_code, headers={"ETag": etag(view), **(headers or {})}
+    )
 
 
-def users(views: list[UserView]) -> JSON:
-    return JSON({"users": [view.representation() for view in views]})
+def users(views: list[UserView], headers: dict[str, str] | None = None) -> JSON:
+    return JSON({"users": [view.representation() for view in views]}, headers=headers)

@@ -21,6 +21,7 @@ HTTP_TITLES = {
     404: "Not found",
     405: "Method not allowed",
     413: "Content too large",
+    415: "Unsupported media type",
 }
 
 

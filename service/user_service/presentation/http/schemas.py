@@ -4,12 +4,14 @@ The patterns and lengths mirror the domain's rules so the document tells clients
 the domain still decides (a name's letters of any script are checked there).
 """
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from user_service.domain.values import MARKS_PER_LETTER, NAME_MAX, USERNAME_MAX
+from user_service.presentation.http.openapi import USER_EXAMPLE
 
 USERNAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 # Letters of any script, marks, spaces, - ' ’ and periods; the domain also asks for one letter at least.
@@ -56,29 +58,30 @@ class ChangeFullNameBody(Body):
     middle_name: Annotated[PersonName | None, Field(description="Absent clears it.")] = None
 
 
+def _absent_when_none(schema: dict[str, Any]) -> None:
+    """A value the representation omits when it has none: no `default: null` in its schema."""
+    schema.pop("default", None)
+
+
 class UserOut(BaseModel):
     """A user. Absent values are omitted: a deleted user shows no username."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
-                    "username": "username",
-                    "first_name": "string",
-                    "last_name": "string",
-                    "middle_name": "Ann",
-                    "deleted": False,
-                }
-            ]
-        }
+    model_config = ConfigDict(json_schema_extra={"examples": [USER_EXAMPLE]})
+    id: UUID = Field(description="The user's id: one user's, forever.")
+    # Absent, never null: a deleted user shows no username, a user without a middle name none.
+    username: (
+        Annotated[str, Field(max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)] | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        description="Unique among live users, ignoring case; absent once the user is deleted.",
+        json_schema_extra=_absent_when_none,
     )
-    id: UUID
-    username: Annotated[str | None, Field(max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)] = None
     first_name: str
     last_name: str
-    middle_name: str | None = None
-    deleted: bool
+    middle_name: str | SkipJsonSchema[None] = Field(
+        default=None, description="Absent when the user has none.", json_schema_extra=_absent_when_none
+    )
+    deleted: bool = Field(description="A deleted user stays readable by id and can change no more.")
 
 
 class UserList(BaseModel):
@@ -116,8 +119,15 @@ class Readiness(BaseModel):
 
 
 class FieldError(BaseModel):
-    field: str
-    location: str
+    field: str = Field(description="The bad field's name, dotted when nested.")
+    location: Literal["body", "query", "path", "header"] = Field(description="Where the field was sent.")
+    pointer: str = Field(
+        description=(
+            "JSON Pointer (RFC 6901) to the bad value as a URI fragment, as in RFC 9457 §3: into the body, "
+            "or into the query, path or headers taken as one object by name; `#` is the whole of it."
+        ),
+        examples=["#/username"],
+    )
     message: str
 
 
