@@ -45,16 +45,17 @@ class CreateUserHandler:
             Username(command.username),
             FullName.of(command.first_name, command.last_name, command.middle_name),
         )
+        view = UserView.of(user)
         key = command.idempotency_key
         request = None if key is None else IdempotentRequest(key, command.fingerprint())
         async with self._uow as uow:
             uow.users.add(user)
             if request is not None:
-                uow.idempotency.record(request, UserView.of(user))
+                uow.idempotency.record(request, view)
             try:
                 await uow.commit()
             except KeyAlreadyUsed as used:
                 if request is None or used.fingerprint != request.fingerprint:
                     raise IdempotencyKeyReused(str(key)) from None
                 return used.answer  # the retry of a create that was made: its first answer, nothing new
-        return UserView.of(user)
+        return view
