@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,17 @@ from loadtest.service_process import ServiceProcess
 from tests.cli.test_cli import run_cli
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A DATA_DIR outside pytest's own temporary folder: the server runs as another user and must reach it,
+    and pytest makes its folder private to this one again whenever a session starts."""
+    parent = Path(tempfile.mkdtemp(prefix="user-service-data-dir-"))
+    try:
+        yield parent / "data"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def embedded(data_dir: Path) -> ServiceProcess:
@@ -47,8 +59,7 @@ def create(service: ServiceProcess, username: str) -> str:
 
 
 @pytest.mark.parametrize("same_port", [False, True], ids=["another port", "the same port"])
-def test_a_second_instance_refuses_and_the_first_keeps_serving(tmp_path: Path, same_port: bool) -> None:
-    data_dir = tmp_path / "data"
+def test_a_second_instance_refuses_and_the_first_keeps_serving(data_dir: Path, same_port: bool) -> None:
     with running(data_dir) as first:
         user_id = create(first, "first")
         port = str(first.port if same_port else first.port + 1)
@@ -69,8 +80,7 @@ def test_a_second_instance_refuses_and_the_first_keeps_serving(tmp_path: Path, s
         assert httpx.get(f"{first.url}/healthcheck/ready").status_code == 200
 
 
-def test_a_stale_postmaster_pid_of_another_process_is_recovered(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_a_stale_postmaster_pid_of_another_process_is_recovered(data_dir: Path) -> None:
     with running(data_dir) as service:
         user_id = create(service, "stale")
     pid_file = data_dir / "postgres" / "postmaster.pid"
@@ -89,8 +99,7 @@ def test_a_stale_postmaster_pid_of_another_process_is_recovered(tmp_path: Path) 
         stranger.wait()
 
 
-def test_a_crash_during_the_first_initdb_is_recovered(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_a_crash_during_the_first_initdb_is_recovered(data_dir: Path) -> None:
     service = embedded(data_dir)
     service.process = subprocess.Popen(
         [sys.executable, "-m", "user_service.main.cli"],
@@ -109,8 +118,7 @@ def test_a_crash_during_the_first_initdb_is_recovered(tmp_path: Path) -> None:
     assert list(data_dir.glob("postgres.initdb-*")) == []
 
 
-def test_a_data_dir_made_in_place_without_pg_control_is_made_again(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_a_data_dir_made_in_place_without_pg_control_is_made_again(data_dir: Path) -> None:
     half = data_dir / "postgres"
     (half / "base").mkdir(parents=True)
     (half / "PG_VERSION").write_text(
@@ -120,8 +128,7 @@ def test_a_data_dir_made_in_place_without_pg_control_is_made_again(tmp_path: Pat
         create(service, "remade")
 
 
-def test_a_data_dir_that_holds_data_and_does_not_start_is_kept_with_one_line(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_a_data_dir_that_holds_data_and_does_not_start_is_kept_with_one_line(data_dir: Path) -> None:
     with running(data_dir) as service:
         create(service, "precious")
     pgdata = data_dir / "postgres"
@@ -134,4 +141,3 @@ def test_a_data_dir_that_holds_data_and_does_not_start_is_kept_with_one_line(tmp
     assert lines[0].startswith(f"user-service: the PostgreSQL in {pgdata} did not start (")
     assert "its files are kept" in lines[0]
     assert sorted(p.relative_to(pgdata) for p in pgdata.rglob("*") if p.name != "log") == before
-    shutil.rmtree(data_dir)

@@ -214,7 +214,14 @@ def _raising_once_closed(cycle: RequestResponseCycle) -> Callable[[ASGISendEvent
         if cycle.disconnected or cycle.transport.is_closing():
             cycle.disconnected = True
             raise ConnectionClosed("the client's connection is closed")
-        await send(message)
+        try:
+            await send(message)
+        except (OSError, RuntimeError) as exc:
+            # uvloop's transport refuses a write once the peer reset it, before it says it is closing.
+            if isinstance(exc, RuntimeError) and "closed" not in str(exc):
+                raise
+            cycle.disconnected = True
+            raise ConnectionClosed("the client's connection is closed") from exc
 
     return send_unless_closed
 
