@@ -27,6 +27,12 @@ class Collected:
     def emit(self, span: ReadableSpan) -> None:
         self.spans.append(span)
 
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
     def names(self) -> list[str]:
         return [s.name for s in self.spans]
 

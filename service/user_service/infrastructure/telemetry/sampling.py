@@ -70,7 +70,13 @@ class OutcomeSampler(Sampler):
 
 
 class Forward(Protocol):
+    """Where kept spans go (the export queues), shut down and flushed with the processor."""
+
     def emit(self, span: ReadableSpan) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -171,10 +177,11 @@ class KeepByOutcome(SpanProcessor):
 
     def shutdown(self) -> None:
         with self._lock:
-            self._open.clear()
+            self._open.clear()  # traces still open at the end were never decided: dropped
+        self._forward.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        return self._forward.force_flush(timeout_millis)
 
 
 # The process's policy, set by telemetry.tracing; read here by the log processor (without the exporters).

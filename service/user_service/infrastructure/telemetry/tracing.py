@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler, _get_from_env_or_default
 from opentelemetry.trace import Span
@@ -46,6 +46,7 @@ class TracePolicy:
 
 _provider: TracerProvider | None = None
 _outcome: KeepByOutcome | None = None
+_fanout: "_Fanout | None" = None
 _trust = TraceparentTrust(Trust.IGNORE)
 
 
@@ -78,12 +79,21 @@ def _queue(exporter: SpanExporter, description: str, otel: OtelEnvironment) -> E
 
 
 class _Fanout:
+    """The export queues behind the sampling processor (one per exporter)."""
+
     def __init__(self, queues: list[ExportQueue]) -> None:
         self.queues = queues
 
-    def emit(self, span: object) -> None:
+    def emit(self, span: ReadableSpan) -> None:
         for queue in self.queues:
-            queue.emit(span)  # type: ignore[arg-type]
+            queue.emit(span)
+
+    def shutdown(self) -> None:
+        for queue in self.queues:
+            queue.shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(queue.force_flush(timeout_millis) for queue in self.queues)
 
 
 def configure_tracing(
@@ -96,14 +106,14 @@ def configure_tracing(
 
     None when OTEL_SDK_DISABLED=true: the API's no-op tracer then, and no trace ids anywhere.
     """
-    global _provider, _outcome, _trust  # noqa: PLW0603 - the global tracer provider is set once per process
+    global _provider, _outcome, _fanout, _trust  # noqa: PLW0603 - the tracer provider is set once per process
     policy = policy or TracePolicy()
     otel = otel or read_otel_environment()
     if _provider is not None:
         if exporter is not None:
             queue = _queue(exporter, type(exporter).__name__, otel)
-            if _outcome is not None:
-                _outcome._forward.queues.append(queue)  # type: ignore[attr-defined]
+            if _fanout is not None:
+                _fanout.queues.append(queue)
             else:
                 _provider.add_span_processor(queue)
         return _provider
@@ -122,7 +132,8 @@ def configure_tracing(
         sampler = _get_from_env_or_default()
     provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler, shutdown_on_exit=False)
     if otel.sampler is None:
-        _outcome = KeepByOutcome(_Fanout(queues), policy.slow_seconds, on_overflow=count_buffer_overflow)
+        _fanout = _Fanout(queues)
+        _outcome = KeepByOutcome(_fanout, policy.slow_seconds, on_overflow=count_buffer_overflow)
         provider.add_span_processor(_outcome)
         sampling.active = _outcome
     else:
