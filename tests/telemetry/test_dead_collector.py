@@ -110,8 +110,11 @@ def test_a_dead_collector_drops_and_counts_spans_and_stops_in_time(
             assert counts["queue_full"] + counts["export_failed"] >= 100
             lines = log_lines(process.log_path)
         stop_within_deadline(process)
-    failing = [line for line in lines if line["event"] == "trace export failing; spans are dropped"]
-    assert len(failing) <= 1  # once per minute, not once per batch
+    warnings = [line["event"] for line in lines if line["level"] == "warning"]
+    assert "trace export queue full; spans are dropped" in warnings
+    # Once per minute each, not once per batch or per span.
+    assert warnings.count("trace export queue full; spans are dropped") == 1
+    assert warnings.count("trace export failing; spans are dropped") <= 1
     assert not [line for line in lines if line["logger"].startswith("opentelemetry")]
 
 

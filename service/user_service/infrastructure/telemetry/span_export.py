@@ -45,14 +45,29 @@ def count_buffer_overflow(spans: int) -> None:
     DROPPED_BUFFER_FULL.inc(spans)
 
 
+class _OncePerInterval:
+    """A warning said at most once per WARN_INTERVAL, with what was dropped meanwhile."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self._last = -WARN_INTERVAL
+        self._dropped = 0
+
+    def dropped(self, spans: int, **fields: object) -> None:
+        self._dropped += spans
+        now = time.monotonic()
+        if now - self._last >= WARN_INTERVAL:
+            log.warning(self.event, dropped_spans=self._dropped, next_warning_in_s=WARN_INTERVAL, **fields)
+            self._last, self._dropped = now, 0
+
+
 class GuardedExporter(SpanExporter):
     """`inner`, with failures counted and told once per interval."""
 
     def __init__(self, inner: SpanExporter, description: str) -> None:
         self.inner = inner
         self.description = description
-        self._last_warning = -WARN_INTERVAL
-        self._failed_since_warning = 0
+        self._warning = _OncePerInterval("trace export failing; spans are dropped")
         for name in _SDK_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
@@ -66,17 +81,7 @@ class GuardedExporter(SpanExporter):
             error = "the collector did not accept the batch"
         if result is SpanExportResult.FAILURE:
             DROPPED_EXPORT_FAILED.inc(len(spans))
-            self._failed_since_warning += len(spans)
-            now = time.monotonic()
-            if now - self._last_warning >= WARN_INTERVAL:
-                log.warning(
-                    "trace export failing; spans are dropped",
-                    exporter=self.description,
-                    error=error,
-                    dropped_spans=self._failed_since_warning,
-                    next_warning_in_s=WARN_INTERVAL,
-                )
-                self._last_warning, self._failed_since_warning = now, 0
+            self._warning.dropped(len(spans), exporter=self.description, error=error)
         return result
 
     def shutdown(self) -> None:
@@ -94,10 +99,13 @@ class ExportQueue(BatchSpanProcessor):
     queue and `emit`), which the test of a dead collector pins.
     """
 
+    _full = _OncePerInterval("trace export queue full; spans are dropped")
+
     def emit(self, span: ReadableSpan) -> None:
         batch = self._batch_processor
-        if len(batch._queue) >= batch._max_queue_size:
+        if len(batch._queue) >= batch._max_queue_size:  # the deque drops its oldest span
             DROPPED_QUEUE_FULL.inc()
+            self._full.dropped(1, queue_size=batch._max_queue_size)
         batch.emit(span)
 
     def on_end(self, span: ReadableSpan) -> None:
