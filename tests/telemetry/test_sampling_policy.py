@@ -5,7 +5,10 @@ Each test runs its own service and stops it (SIGTERM) before it looks at what ar
 flushes every kept span, so what the receiver lacks then was dropped, not late.
 """
 
+import os
 import re
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from loadtest.service_process import ServiceProcess
+from loadtest.service_process import CLI, ServiceProcess
 from tests.support.broker import Consumer
 from tests.support.evidence import log_lines
 from tests.support.fault_proxy import FaultProxy
@@ -257,3 +260,33 @@ def test_limit_trusts_at_most_its_budget_a_second(receiver: OtlpReceiver, databa
     assert 2 <= len(continued) <= 2 + int(elapsed * 2) + 1  # a burst of 2, then 2 a second
     assert all(line["trace_sampled"] is (line["trace_id"] in asked) for line in lines)
     assert set(exported_servers(receiver)) == set(continued)
+
+
+async def test_the_relay_alone_exports_the_publish_of_kept_rows_only(
+    receiver: OtlpReceiver, database_url: str, broker_url: str, consumer: Consumer, clean_db: Database
+) -> None:
+    """`user-service relay` in its own process: the stored flag is all it knows of each request."""
+    with service(receiver, database_url, TRACE_SAMPLE_RATIO="0.5") as process:  # no broker: rows wait
+        with httpx.Client(base_url=process.url) as client:
+            ids = {create(client).json()["id"] for _ in range(20)}
+        lines = stopped(process)
+    kept = {line["trace_id"] for line in lines if line["trace_sampled"]}
+    assert 0 < len(kept) < 20  # both cases occur (binomial(20, 0.5): 1 in 2**19 to fail)
+    receiver.spans.clear()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BROKER_URL": broker_url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "TRACE_SAMPLE_RATIO": "1",  # the relay follows the rows, not its own ratio
+        "LOG_FORMAT": "json",
+    }
+    relay = subprocess.Popen([*CLI, "relay"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await consumer.wait_for(20, ids)
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(15) == 0
+    publishes = {s.trace_id for s in receiver.received() if s.kind == PRODUCER}
+    assert publishes == kept
