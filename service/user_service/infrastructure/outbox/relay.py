@@ -100,6 +100,7 @@ class OutboxRelay:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._gauges = metrics.relay_gauges()
 
     @property
     def stopping(self) -> bool:
@@ -126,7 +127,7 @@ class OutboxRelay:
                 await self._sleep(delay)
             finally:
                 self.status.active = False
-                metrics.OUTBOX_RELAY_ACTIVE.set(0)
+                self._gauges.active.set(0)
         log.info("outbox relay stopped")
 
     async def _session(self) -> None:
@@ -137,7 +138,7 @@ class OutboxRelay:
             raise
         try:
             self.status.broker = BrokerState.OK
-            metrics.OUTBOX_BROKER_CONNECTED.set(1)
+            self._gauges.broker_connected.set(1)
             channel = await broker.channel(publisher_confirms=True)
             exchange = await channel.declare_exchange(EXCHANGE, EXCHANGE_TYPE, durable=True)
             conn = await asyncpg.connect(asyncpg_dsn(self.settings.database_url), timeout=5)
@@ -147,7 +148,7 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 2)
         finally:
-            metrics.OUTBOX_BROKER_CONNECTED.set(0)
+            self._gauges.broker_connected.set(0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(broker.close(), 2)
 
@@ -165,7 +166,7 @@ class OutboxRelay:
             if broker.is_closed or channel.is_closed:
                 raise aio_pika.exceptions.AMQPConnectionError("broker connection lost")
         self.status.active = True
-        metrics.OUTBOX_RELAY_ACTIVE.set(1)
+        self._gauges.active.set(1)
         log.info("outbox relay is active")
         await conn.add_listener(OUTBOX_CHANNEL, self._notified)
         next_purge, purging = 0.0, False
