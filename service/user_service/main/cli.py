@@ -83,7 +83,11 @@ def _relay(settings: Settings) -> None:
         raise _Fatal("relay needs DATABASE_URL and BROKER_URL")
     from user_service.main.relay import run_relay
 
-    run_relay(settings)
+    try:
+        run_relay(settings)
+    except OSError as exc:  # the metrics port: taken, or an address this host does not have
+        where = f"{settings.host}:{settings.relay_metrics_port}"
+        raise _Fatal(f"cannot serve the relay's metrics on {where}: {exc}") from None
 
 
 def _serve(settings: Settings) -> None:
