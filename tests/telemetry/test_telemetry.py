@@ -128,16 +128,19 @@ async def test_a_create_is_one_trace_request_sql_publish_and_consumer(
     assert server.resource["service.name"] == "user-service"
     assert server.resource["service.version"] == "1.0.0"
     assert server.resource["deployment.environment"] == "test"
-    sql = [s for s in spans if s.kind == CLIENT and s.attributes.get("db.system") == "postgresql"]
+    sql = [s for s in spans if s.kind == CLIENT and s.attributes.get("db.system.name") == "postgresql"]
     assert all(s.parent_span_id == server.span_id for s in sql)
     # A create is one statement: the user's row and its outbox row, atomic without a transaction.
     (write,) = sql
-    statement = write.attributes["db.statement"]
+    statement = write.attributes["db.query.text"]
     assert "INSERT INTO users" in statement
     assert "INSERT INTO outbox" in statement
     assert write.name == write.attributes["db.operation.name"] == "INSERT"  # span metrics by statement type
     (publish,) = [s for s in spans if s.kind == PRODUCER]
-    assert publish.name == "users publish"
+    assert publish.name == "publish users"  # `{messaging.operation.name} {destination}`
+    assert publish.attributes["messaging.operation.name"] == "publish"
+    assert publish.attributes["messaging.operation.type"] == "send"
+    assert publish.attributes["messaging.destination.name"] == "users"
     envelopes = await consumer.wait_for(1, {user_id})
     message = next(m for m in consumer.messages if m.message_id == envelopes[0]["id"])
     traceparent = str(message.headers["traceparent"])  # type: ignore[index]
@@ -164,7 +167,7 @@ def test_sql_outside_a_traced_request_makes_no_span(service: ServiceProcess, rec
     time.sleep(0.3)  # and the relay polled and published meanwhile
     spans = receiver.received()
     by_id = {s.span_id: s for s in spans}
-    sql = [s for s in spans if s.kind == CLIENT and s.attributes.get("db.system") == "postgresql"]
+    sql = [s for s in spans if s.kind == CLIENT and s.attributes.get("db.system.name") == "postgresql"]
     assert sql  # the requests of this module did trace their statements
     orphans = [s.name for s in sql if by_id.get(s.parent_span_id) is None]
     assert orphans == []
@@ -211,6 +214,8 @@ def test_metrics_count_exactly_with_route_templates(service: ServiceProcess, cle
     )
     assert delta("user_events_committed_total", type="user.created") == 3
     assert delta("user_events_committed_total", type="user.deleted") == 1
+    sql = {"db_system_name": "postgresql", "db_instance_role": "primary"}
+    assert delta("db_client_operation_duration_seconds_count", db_operation_name="INSERT", **sql) == 3
     routes = {
         dict(labels).get("http_route") for (name, labels) in after if name.startswith("http_server_request")
     }
@@ -307,4 +312,4 @@ def test_a_change_traces_each_statement_of_its_transaction(
     sql = wait_for(statements)
     assert sorted(s.attributes["db.operation.name"] for s in sql) == ["BEGIN", "COMMIT", "SELECT", "UPDATE"]
     (update,) = [s for s in sql if s.attributes["db.operation.name"] == "UPDATE"]
-    assert "INSERT INTO outbox" in update.attributes["db.statement"]  # the change and its event together
+    assert "INSERT INTO outbox" in update.attributes["db.query.text"]  # the change and its event together

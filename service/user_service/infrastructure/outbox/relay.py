@@ -233,11 +233,12 @@ class OutboxRelay:
     async def _publish(self, exchange: AbstractExchange, row: asyncpg.Record) -> None:
         stored = propagate.extract({"traceparent": row["traceparent"]}) if row["traceparent"] else None
         with tracer.start_as_current_span(
-            f"{EXCHANGE} publish",
+            f"publish {EXCHANGE}",  # `{messaging.operation.name} {destination}`
             context=stored,
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
+                "messaging.operation.name": "publish",
                 "messaging.operation.type": "send",
                 "messaging.destination.name": EXCHANGE,
                 "messaging.rabbitmq.destination.routing_key": row["type"],

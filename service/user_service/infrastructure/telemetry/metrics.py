@@ -169,6 +169,14 @@ DB_PENDING = Gauge(
     ["db_client_connection_pool_name"],
     multiprocess_mode="livesum",
 ).labels(POOL_NAME)
+# db.client.operation.duration: every statement of the pool's connections when telemetry is on, sampled
+# or not (infrastructure/telemetry/sql.py), by statement type and the server that ran it.
+DB_OPERATION_DURATION = Histogram(
+    "db_client_operation_duration_seconds",
+    "Duration of database client operations.",
+    ["db_system_name", "db_operation_name", "db_instance_role"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 DB_READS = Counter(
     "db_client_reads",
     "Reads of the query side, by the server that ran them and why it was that one.",
