@@ -1,6 +1,9 @@
 """`user-service relay` alone: its own /metrics and /healthcheck on RELAY_METRICS_PORT, with the relay's state
 and what it published, clean by `promtool check metrics`; a broker it cannot reach reads 0."""
 
+import os
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -9,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.service_process import ServiceProcess, free_port
+from loadtest.service_process import CLI, ServiceProcess, free_port
 from tests.support.workers import promtool_problems
 from user_service.infrastructure.db.database import Database
 
@@ -88,3 +91,32 @@ def test_port_zero_serves_no_metrics(database_url: str, broker_url: str, clean_d
         assert process.stop() == 0
     finally:
         process.close()
+
+
+def test_a_metrics_port_in_use_stops_the_relay_with_one_line(database_url: str, broker_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "BROKER_URL": broker_url,
+            "RELAY_METRICS_PORT": str(port),
+        }
+        done = subprocess.run(
+            [*CLI, "relay"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"user-service: cannot serve the relay's metrics on 127.0.0.1:{port}:")
+    )
+    assert "Traceback" not in done.stderr

@@ -63,6 +63,9 @@ def sweep_dead_processes(path: str | None = MULTIPROCESS_DIR) -> set[int]:
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 if MULTIPROCESS:
     sweep_dead_processes()
+    # This process has written nothing yet: live gauges under its pid are a dead worker's whose pid the
+    # kernel gave to this one (common in a container's small pid space), and would carry on its values.
+    mp.mark_process_dead(os.getpid(), MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
 
 HTTP_DURATION = Histogram(
     "http_server_request_duration_seconds",
