@@ -63,6 +63,12 @@ async def test_the_relay_serves_its_metrics_on_a_port_of_its_own(
         assert promtool_problems(text) == ""
         assert "_created" not in text
         assert text.count("# HELP user_service_build_info ") == 1
+        families = {f.name for f in text_string_to_metric_families(text)}
+        relays = {"outbox_broker_connected", "outbox_relay_active", "outbox_published", "process_cpu_seconds"}
+        assert relays <= families
+        # Not the API's series, which a relay would only ever export at 0.
+        api_only = ("http_", "db_client_", "outbox_pending", "outbox_oldest", "user_events", "db_replica")
+        assert not [f for f in families if f.startswith(api_only)]
         openmetrics = httpx.get(f"{process.url}/metrics", headers={"accept": "application/openmetrics-text"})
         assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
         assert openmetrics.text.endswith("# EOF\n")

@@ -23,13 +23,13 @@ POOL = {"db_client_connection_pool_name": "primary"}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float = 30) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float = 60, what: str = "") -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := predicate():
             return result
         time.sleep(0.1)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
 def scrape(url: str) -> Samples:
@@ -117,7 +117,7 @@ def test_a_worker_killed_under_load_leaves_the_exposition_right(
         for i in range(10):
             assert create(service.url, f"k{i}") == 201
         slow_requests.extend(slow_post(service.port) for _ in range(8))
-        wait_for(lambda: posts_in_flight(scrape(service.url)) == 8)
+        wait_for(lambda: posts_in_flight(scrape(service.url)) == 8, what="8 POSTs in flight")
         before = scrape(service.url)
         assert value(before, "db_client_connection_max", **POOL) == 20  # 10 for each worker's pool
         assert value(before, "user_events_committed_total", type="user.created") == 10
@@ -132,17 +132,18 @@ def test_a_worker_killed_under_load_leaves_the_exposition_right(
         os.kill(victim, signal.SIGKILL)
 
         # The supervisor starts a replacement; the victim's connections are gone, the others still wait.
-        now = wait_for(lambda: two_workers(service.pid, victim))
+        now = wait_for(lambda: two_workers(service.pid, victim), what=f"a worker in place of {victim}")
         wait_for(lambda: now <= writers(folder, "gauge_livesum"))
         in_flight = wait_for(lambda: (n := sum(map(still_open, slow_requests))) < 8 and [n])[0]
-        assert in_flight == 8 - busy[victim]
+        assert in_flight == 8 - busy[victim], busy
 
         def settled() -> Samples | None:
             samples = scrape(service.url)
             pools = value(samples, "db_client_connection_max", **POOL)
             return samples if posts_in_flight(samples) == in_flight and pools == 20 else None
 
-        after = wait_for(settled)  # in flight: what is running; the pools: the live workers' two
+        # In flight: what is running; the pools: the live workers' two.
+        after = wait_for(settled, what=f"{in_flight} POSTs in flight and 2 pools of 10")
         assert victim not in writers(folder, "gauge_livesum")
         assert victim not in writers(folder, "gauge_livemax")
         live_pool = sum(
@@ -150,7 +151,7 @@ def test_a_worker_killed_under_load_leaves_the_exposition_right(
             for pid in now
             for state in ({"db_client_connection_state": "used"}, {"db_client_connection_state": "idle"})
         )
-        assert 0 < pool_connections(after) == live_pool
+        assert 0 < pool_connections(after) == live_pool, (now, writers(folder, "gauge_livesum"))
         # Counters neither go backwards (the victim's file stays) nor double (its successor starts at 0).
         assert value(after, "user_events_committed_total", type="user.created") == 10
         created = (
@@ -164,7 +165,7 @@ def test_a_worker_killed_under_load_leaves_the_exposition_right(
         assert value(last, "user_events_committed_total", type="user.created") == 15
         assert value(last, created[0], **created[1]) == 15
         # One relay leads among the live workers; the victim's relay state left with it.
-        wait_for(lambda: value(scrape(service.url), "outbox_relay_active") == 1)
+        wait_for(lambda: value(scrape(service.url), "outbox_relay_active") == 1, what="a relay leading")
         assert value(last, "user_service_build_info", version="1.0.0") == 1
 
 

@@ -8,6 +8,7 @@ import structlog
 
 from user_service.infrastructure.outbox.relay import OutboxRelay, RelaySettings
 from user_service.infrastructure.outbox.status import RelayStatus
+from user_service.infrastructure.telemetry import metrics
 from user_service.infrastructure.telemetry.metrics_server import MetricsServer
 from user_service.infrastructure.telemetry.sampling import Trust
 from user_service.infrastructure.telemetry.tracing import TracePolicy, configure_tracing, shutdown_tracing
@@ -88,7 +89,7 @@ def run_relay(settings: Settings) -> None:
             loop.add_signal_handler(sig, relay.stop)
         server = None
         if settings.relay_metrics_port:
-            server = MetricsServer(settings.host, settings.relay_metrics_port)
+            server = MetricsServer(settings.host, settings.relay_metrics_port, metrics.relay_families())
             await server.start()
         try:
             await relay.run()

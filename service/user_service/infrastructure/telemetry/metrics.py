@@ -252,18 +252,56 @@ async def refresh_database_gauges(db: Database) -> None:
         OUTBOX_OLDEST_AGE.set(row[1])
 
 
-def exposition(accept: str | None) -> tuple[bytes, str]:
-    """The metrics text; OpenMetrics (with exemplars) when the scraper asks for it."""
+def exposition(accept: str | None, only: frozenset[str] | None = None) -> tuple[bytes, str]:
+    """The metrics text; OpenMetrics (with exemplars) when the scraper asks for it. With `only`, the
+    families of those names alone (and the process's own), for a process that serves no API."""
     if MULTIPROCESS:
         sweep_dead_processes()
-        registry = CollectorRegistry()
-        mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        registry.register(_BuildInfo())
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        combined = CollectorRegistry()
+        mp.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        combined.register(_BuildInfo())
+        return generate_latest(_only(combined, only)), CONTENT_TYPE_LATEST
     encoder, content_type = choose_encoder(accept or "")
     from prometheus_client import REGISTRY
 
-    return encoder(REGISTRY), content_type
+    return encoder(_only(REGISTRY, only)), content_type
+
+
+_OWN_FAMILIES = ("process_", "python_", "user_service_build")
+
+
+def relay_families() -> frozenset[str]:
+    """What `user-service relay` exports: its state and what it published, not the API's series (an
+    idle pool, an outbox backlog it never reads) at 0."""
+    gauges = relay_gauges()
+    relays = (
+        OUTBOX_PUBLISHED,
+        OUTBOX_PURGED,
+        OUTBOX_FAILURES,
+        OUTBOX_PUBLISH_DURATION,
+        OUTBOX_COMMIT_TO_CONFIRM,
+        gauges.broker_connected,
+        gauges.active,
+    )
+    return frozenset(m._name for m in relays)
+
+
+class _Only(Collector):
+    def __init__(self, source: CollectorRegistry, names: frozenset[str]) -> None:
+        self._source, self._names = source, names
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._source.collect():
+            if family.name in self._names or family.name.startswith(_OWN_FAMILIES):
+                yield family
+
+
+def _only(source: CollectorRegistry, names: frozenset[str] | None) -> CollectorRegistry:
+    if names is None:
+        return source
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Only(source, names))
+    return registry
 
 
 class _BuildInfo(Collector):

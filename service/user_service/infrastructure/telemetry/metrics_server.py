@@ -18,8 +18,10 @@ _READ_TIMEOUT = 10.0
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, families: frozenset[str] | None = None) -> None:
+        """`families`: the metric families to export (all by default)."""
         self.host, self.port = host, port
+        self._families = families
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -36,7 +38,7 @@ class MetricsServer:
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
-            status, content_type, body, head_only = _respond(head)
+            status, content_type, body, head_only = _respond(head, self._families)
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode()
@@ -51,7 +53,7 @@ class MetricsServer:
                 await writer.wait_closed()
 
 
-def _respond(head: bytes) -> tuple[str, str, bytes, bool]:
+def _respond(head: bytes, families: frozenset[str] | None) -> tuple[str, str, bytes, bool]:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3:
@@ -67,5 +69,5 @@ def _respond(head: bytes) -> tuple[str, str, bytes, bool]:
     accept = next(
         (line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("accept:")), None
     )
-    body, content_type = metrics.exposition(accept)
+    body, content_type = metrics.exposition(accept, families)
     return "200 OK", content_type, body, method == "HEAD"
