@@ -6,7 +6,8 @@ database, taking turns shape by shape, so that a change's effect is a ratio from
 The base is `git archive REV` unpacked under loadtest/results/tmp and run by this environment's Python with
 its `service/` first on PYTHONPATH (so the dependencies are this worktree's). Both run with one worker,
 telemetry on (spans exported over OTLP/HTTP to a local sink) and/or off; each measurement is wrk with 64
-connections after a warm-up, and the order of base and candidate swaps every round. Prints, per telemetry
+connections after a warm-up, and the order of base and candidate swaps every round; with --concurrent both
+are loaded at once, each by its own wrk, so they share whatever else the machine does. Prints, per telemetry
 setting and shape, the req/s of both in every round and the median of the per-round ratios after / before.
 """
 
@@ -20,13 +21,16 @@ import statistics
 import subprocess
 import sys
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 from bench import (
     DEFAULT_DSN,
     HERE,
     SHAPES,
+    Shape,
     Target,
     base_env,
     cleanup_on_exit,
@@ -51,6 +55,13 @@ def unpack(rev: str, into: Path) -> Path:
     return into / "service"
 
 
+def run_one(
+    target: Target, shape: Shape, args: argparse.Namespace, wrk_env: dict[str, str]
+) -> dict[str, Any]:
+    wrk(target, shape, args.warmup, wrk_env)
+    return wrk(target, shape, args.seconds, wrk_env)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,6 +73,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--telemetry", default="on,off")
     parser.add_argument("--shapes", default="get_by_id,list_100,post_users")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="load both at once (each its own wrk): they share the machine's noise, the ratio is of CPU cost",
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for both")
     args = parser.parse_args()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
@@ -116,11 +132,17 @@ def main() -> int:
                 for rnd in range(args.rounds):
                     order = ("before", "after") if rnd % 2 == 0 else ("after", "before")
                     got = {}
-                    for variant in order:
-                        target = targets[variant, telemetry]
+                    if args.concurrent:
                         wait_quiet(max_wait=5)
-                        wrk(target, shape, args.warmup, wrk_env)
-                        got[variant] = wrk(target, shape, args.seconds, wrk_env)
+                        with ThreadPoolExecutor(2) as pool:
+                            runs = {
+                                v: pool.submit(run_one, targets[v, telemetry], shape, args, wrk_env)
+                                for v in order
+                            }
+                        got = {v: run.result() for v, run in runs.items()}
+                    for variant in order if not args.concurrent else ():
+                        wait_quiet(max_wait=5)
+                        got[variant] = run_one(targets[variant, telemetry], shape, args, wrk_env)
                     ratios.append(got["after"]["rps"] / got["before"]["rps"])
                     cells.append(
                         f"{got['before']['rps']:.0f}→{got['after']['rps']:.0f} "
