@@ -97,25 +97,26 @@ def test_exemplars_link_to_tempo(datasources: dict[str, dict[str, Any]]) -> None
     assert [(d["name"], d["datasourceUid"]) for d in destinations] == [("trace_id", "tempo")]
 
 
-def test_the_loki_derived_field_turns_a_trace_id_into_a_tempo_link(
+def test_the_loki_derived_field_links_the_exported_traces_only(
     datasources: dict[str, dict[str, Any]],
 ) -> None:
     (field,) = datasources["loki"]["jsonData"]["derivedFields"]
     assert field["datasourceUid"] == "tempo"
     assert unescape_grafana(field["url"]) == "${__value.raw}"
     pattern = re.compile(field["matcherRegex"])  # the same syntax in Grafana's JavaScript
-    entry = {
-        "timestamp": "2026-11-26T17:04:26.123456Z",
-        "level": "info",
-        "event": "request",
-        "trace_id": TRACE_ID,
-    }
-    compact = json.dumps(entry, separators=(",", ":"))  # the service's own form (orjson)
-    spaced = json.dumps(entry)
-    for line in (compact, spaced):
-        match = pattern.search(line)
-        assert match, line
-        assert match.group(1) == TRACE_ID, line
+    kept = {"timestamp": "2026-11-26T17:04:26.123456Z", "level": "info", "event": "request"}
+    for entry in (
+        {**kept, "trace_sampled": True, "trace_id": TRACE_ID},  # the access line: the decision first
+        {**kept, "trace_id": TRACE_ID, "span_id": "00f067aa0ba902b7", "trace_sampled": True},
+    ):
+        compact = json.dumps(entry, separators=(",", ":"))  # the service's own form (orjson)
+        spaced = json.dumps(entry)
+        for line in (compact, spaced):
+            match = pattern.search(line)
+            assert match, line
+            assert match.group(1) == TRACE_ID, line
+    dropped = json.dumps({**kept, "trace_id": TRACE_ID, "trace_sampled": False}, separators=(",", ":"))
+    assert pattern.search(dropped) is None  # its trace was not exported: no link to nothing
     assert pattern.search('{"level":"info","event":"started"}') is None
 
 

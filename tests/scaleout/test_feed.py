@@ -36,8 +36,10 @@ async def client_run(
         ]  # fmt: skip
         if i % 2:
             writes.append(("user.deleted", "DELETE", f"/users/{user_id}", None))
+        key = {"Idempotency-Key": f'"{user_id}"'}
         for event, method, path, body in writes:
-            response = await http.request(method, path, json=body)
+            headers = key if method == "POST" else None
+            response = await http.request(method, path, json=body, headers=headers)
             assert response.status_code in (200, 201), response.text
             assert TOKEN in response.headers, "a write answered without its consistency token"
             log.append((user_id, event, response.json()))
@@ -46,7 +48,27 @@ async def client_run(
                 stale.append(
                     f"{event} of {user_id}: wrote {response.json()}, read {read.status_code} {read.text}"
                 )
+            if method == "POST":
+                stale += await replayed(http, path, body, key, response)
     return stale
+
+
+async def replayed(
+    http: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any] | None,
+    key: dict[str, str],
+    first: httpx.Response,
+) -> list[str]:
+    """A retry of the create answers a token too (a client retries when it never saw the first answer):
+    a read with it sees the user, from any instance."""
+    retry = await http.post(path, json=body, headers=key)
+    if retry.status_code != 201 or retry.json() != first.json() or TOKEN not in retry.headers:
+        return [f"replay of {path}: {retry.status_code} {dict(retry.headers)} {retry.text}"]
+    read = await http.get(retry.headers["location"], headers={TOKEN: retry.headers[TOKEN]})
+    if read.status_code != 200 or read.json() != first.json():
+        return [f"read after a replay: {read.status_code} {read.text}"]
+    return []
 
 
 async def test_change_feed_and_read_your_writes_through_the_balancer(cluster: Rehearsal, feed: Feed) -> None:

@@ -37,8 +37,11 @@ class OtlpReceiver:
         self.endpoint = ""
 
     def _receive(self, path: str, body: bytes) -> None:
-        if path != "/v1/traces":
-            return
+        if path == "/v1/traces":
+            self.decode(body)
+
+    def decode(self, body: bytes) -> None:
+        """Add the spans of one ExportTraceServiceRequest."""
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         spans = []

@@ -37,6 +37,9 @@ def service(database_url: str, broker_url: str, receiver: OtlpReceiver) -> Itera
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "50",
         "OUTBOX_POLL_INTERVAL": "0.2",
+        # Every trace kept and every traceparent continued: these tests follow whole traces.
+        "TRACE_SAMPLE_RATIO": "1",
+        "TRACEPARENT_TRUST": "trust",
     }
     with ServiceProcess(env) as process:
         yield process
@@ -126,7 +129,7 @@ async def test_a_create_is_one_trace_request_sql_publish_and_consumer(
     assert server.parent_span_id == parent  # the incoming traceparent is honoured
     assert server.resource["service.name"] == "user-service"
     assert server.resource["service.version"] == "1.0.0"
-    assert server.resource["deployment.environment"] == "test"
+    assert server.resource["deployment.environment.name"] == "test"
     sql = [s for s in spans if s.kind == CLIENT and s.attributes.get("db.system") == "postgresql"]
     assert all(s.parent_span_id == server.span_id for s in sql)
     # A create is one statement: the user's row and its outbox row, atomic without a transaction.

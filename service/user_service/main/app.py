@@ -16,7 +16,7 @@ from user_service.infrastructure.outbox.status import RelayStatus
 from user_service.infrastructure.telemetry.logging import configure_logging
 from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
 from user_service.main.ioc import providers
-from user_service.main.relay import BackgroundRelay, make_relay
+from user_service.main.relay import BackgroundRelay, make_relay, trace_policy
 from user_service.main.settings import Settings, load_settings
 from user_service.presentation.http import asyncapi, docs, health, openapi, problems, users
 from user_service.presentation.http.injection import use_container
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
         context={Settings: settings, RelayStatus: relay_status},
     )
     if settings.telemetry_enabled:
-        configure_tracing(settings.environment)
+        configure_tracing(settings.environment, policy=trace_policy(settings))
     # The request middleware makes the one server span per request; FastAPI's own is off (README: Traces).
     telemetry = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False}
 

@@ -27,6 +27,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings(**overrides)
     except SettingsError as exc:
         sys.exit(f"user-service: {exc}")
+    if args.command != "migrate" and settings.telemetry_enabled:
+        from user_service.infrastructure.telemetry.otel_environment import (
+            OtelSettingError,
+            read_otel_environment,
+        )
+
+        try:
+            read_otel_environment()
+        except OtelSettingError as exc:
+            sys.exit(f"user-service: {exc}")
     # Worker processes read their settings from the environment, so the command line goes there too.
     os.environ.update({k.upper(): str(v) for k, v in overrides.items()})
 

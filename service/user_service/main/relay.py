@@ -8,10 +8,20 @@ import structlog
 
 from user_service.infrastructure.outbox.relay import OutboxRelay, RelaySettings
 from user_service.infrastructure.outbox.status import RelayStatus
-from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
+from user_service.infrastructure.telemetry.sampling import Trust
+from user_service.infrastructure.telemetry.tracing import TracePolicy, configure_tracing, shutdown_tracing
 from user_service.main.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+def trace_policy(settings: Settings) -> TracePolicy:
+    return TracePolicy(
+        sample_ratio=settings.trace_sample_ratio,
+        slow_seconds=settings.trace_slow_seconds,
+        trust=Trust(settings.traceparent_trust.value),
+        trust_per_second=settings.traceparent_trust_limit,
+    )
 
 
 def make_relay(settings: Settings, status: RelayStatus) -> OutboxRelay:
@@ -68,7 +78,7 @@ class BackgroundRelay:
 def run_relay(settings: Settings) -> None:
     """`user-service relay`: until SIGTERM or Ctrl-C."""
     if settings.telemetry_enabled:
-        configure_tracing(settings.environment)
+        configure_tracing(settings.environment, policy=trace_policy(settings))
 
     async def main() -> None:
         relay = make_relay(settings, RelayStatus(enabled=True))

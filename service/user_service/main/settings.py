@@ -29,6 +29,12 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class TraceparentTrust(StrEnum):
+    IGNORE = "ignore"
+    TRUST = "trust"
+    LIMIT = "limit"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
@@ -45,6 +51,10 @@ class Settings(BaseSettings):
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
     telemetry_enabled: bool = True
+    trace_sample_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    trace_slow_seconds: Annotated[float, Field(gt=0, le=600)] = 0.25
+    traceparent_trust: TraceparentTrust = TraceparentTrust.IGNORE
+    traceparent_trust_limit: Annotated[float, Field(gt=0, le=100_000)] = 10.0
     db_pool_min_size: Annotated[int, Field(ge=0, le=100)] = 2
     db_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0, le=60)] = 1.5
@@ -73,7 +83,7 @@ class Settings(BaseSettings):
         """JSON lines (True), the console form (False), or None: JSON unless stdout is a terminal."""
         return None if self.log_format is LogFormat.AUTO else self.log_format is LogFormat.JSON
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "traceparent_trust", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

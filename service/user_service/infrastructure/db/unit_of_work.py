@@ -207,6 +207,8 @@ class PostgresUnitOfWork:
             except asyncpg.UniqueViolationError as exc:
                 earlier = await self._conn.fetchrow(idempotency.RECALL, key.request.key)
                 if earlier is not None and earlier["live"]:
+                    if self._track_position:  # the replay's token: at or past the first answer's commit
+                        committed_at.set(parse_lsn(await self._conn.fetchval(_POSITION)))
                     raise KeyAlreadyUsed(
                         earlier["fingerprint"], idempotency.answer_of(earlier["answer"])
                     ) from None

@@ -17,10 +17,14 @@ def log_request(
     duration: float,
     quiet: bool,
     client_gone: bool = False,
+    kept: bool | None = None,
 ) -> None:
+    """`kept`: the final decision on the request's trace (`trace_sampled`); None when it has no span."""
     client = scope.get("client")
     level = _log.debug if quiet else _log.info if client_gone or status < 500 else _log.error
-    fields = {"client_disconnected": True} if client_gone else {}
+    fields: dict[str, bool] = {"client_disconnected": True} if client_gone else {}
+    if kept is not None:
+        fields["trace_sampled"] = kept
     level(
         "request",
         method=method,

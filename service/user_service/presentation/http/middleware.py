@@ -171,8 +171,13 @@ class RequestMiddleware:
             duration = time.perf_counter() - start
             status, gone = state["status"], state["gone"]
             route = getattr(app_scope.get("route"), "path", None)
+            kept = None
+            if span is not None:
+                kept = server_span.kept(span, status=status, duration=duration, client_gone=gone)
             if measured:
-                request_metrics.finished(method, route or UNMATCHED_ROUTE, status, duration, client_gone=gone)
+                request_metrics.finished(
+                    method, route or UNMATCHED_ROUTE, status, duration, client_gone=gone, kept=bool(kept)
+                )
             if self.telemetry:
                 access_log.log_request(
                     scope,
@@ -183,6 +188,7 @@ class RequestMiddleware:
                     duration=duration,
                     quiet=quiet,
                     client_gone=gone,
+                    kept=kept,
                 )
             if span is not None:
                 server_span.end(span, span_token, method=method, route=route, status=status, client_gone=gone)

@@ -1,5 +1,6 @@
 """The HTTP server metrics of a request: in flight while it runs, then its duration by method, route
-template and status, with the trace id as exemplar when the request was sampled."""
+template and status, with the trace id as exemplar when the request's trace is exported (`kept`), so
+every exemplar opens a trace that exists."""
 
 from opentelemetry import trace
 
@@ -17,12 +18,15 @@ def started(method: str) -> None:
     HTTP_ACTIVE.labels(method).inc()
 
 
-def finished(method: str, route: str, status: int, duration: float, *, client_gone: bool = False) -> None:
+def finished(
+    method: str, route: str, status: int, duration: float, *, client_gone: bool = False, kept: bool = False
+) -> None:
     """A request that ended; one whose client went away is counted apart, not as a success or an error."""
     HTTP_ACTIVE.labels(method).dec()
     if client_gone:
         HTTP_DISCONNECTS.labels(method, route).inc()
         return
-    ctx = trace.get_current_span().get_span_context()
-    exemplar = {"trace_id": format(ctx.trace_id, "032x")} if ctx.trace_flags.sampled else None
+    exemplar = None
+    if kept:
+        exemplar = {"trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x")}
     HTTP_DURATION.labels(method, route, str(status)).observe(duration, exemplar)

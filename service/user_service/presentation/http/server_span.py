@@ -1,11 +1,14 @@
 """The request's one OpenTelemetry server span (HTTP semantic conventions), continuing an incoming
-`traceparent`; made here rather than by FastAPI's built-in support (README: Traces)."""
+`traceparent` as far as TRACEPARENT_TRUST allows (otherwise a new trace, linked to the caller's); made
+here rather than by FastAPI's built-in support (README: Traces)."""
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from starlette.types import Scope
+
+from user_service.infrastructure.telemetry import tracing
 
 _tracer = trace.get_tracer("user_service.http")
 
@@ -25,6 +28,12 @@ _SCOPE_HEADERS = _ScopeHeaders()
 def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
     """The span, made current; end it with `end`, passing the token."""
     parent = propagate.extract(scope["headers"], getter=_SCOPE_HEADERS)
+    links: list[Link] = []
+    caller = trace.get_current_span(parent).get_span_context()
+    if caller.is_valid and not tracing.continues_incoming_trace():
+        # A new trace of its own: the caller neither picks the trace id nor forces it to be kept.
+        links.append(Link(caller, {"link.reason": "untrusted_traceparent"}))
+        parent = otel_context.Context()
     attributes: dict[str, str | int] = {
         "http.request.method": method,
         "url.path": path,
@@ -35,8 +44,15 @@ def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
         attributes["client.address"] = client[0]
     if server := scope.get("server"):
         attributes["server.address"], attributes["server.port"] = server[0], server[1]
-    span = _tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    span = _tracer.start_span(
+        method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links
+    )
     return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def kept(span: Span, *, status: int, duration: float, client_gone: bool) -> bool:
+    """Whether the request's trace is exported: decided now, at its end (telemetry.sampling)."""
+    return tracing.keep_request(span, failed=status >= 500 and not client_gone, duration=duration)
 
 
 def end(span: Span, token: object, *, method: str, route: str | None, status: int, client_gone: bool) -> None:

@@ -1,0 +1,203 @@
+"""The sampling processor and sampler on their own: what reaches the export queue, and why."""
+
+import time
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from user_service.infrastructure.telemetry.otel_environment import OtelSettingError, read_otel_environment
+from user_service.infrastructure.telemetry.sampling import (
+    KeepByOutcome,
+    OutcomeSampler,
+    TraceparentTrust,
+    Trust,
+    in_ratio,
+    ratio_bound,
+)
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def emit(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.spans]
+
+
+def pipeline(
+    ratio: float, slow: float = 60.0, **bounds: int
+) -> tuple[trace.Tracer, KeepByOutcome, Collected, list[int]]:
+    collected, overflow = Collected(), []
+    provider = TracerProvider(
+        resource=Resource.get_empty(), sampler=OutcomeSampler(ratio), shutdown_on_exit=False
+    )
+    outcome = KeepByOutcome(collected, slow, on_overflow=overflow.append, **bounds)
+    provider.add_span_processor(outcome)
+    return provider.get_tracer("test"), outcome, collected, overflow
+
+
+def request(tracer: trace.Tracer, name: str, children: int = 2, **kwargs: object) -> trace.Span:
+    root = tracer.start_span(name, kind=SpanKind.SERVER, **kwargs)  # type: ignore[arg-type]
+    with trace.use_span(root):
+        for i in range(children):
+            tracer.start_span(f"{name} child {i}").end()
+    return root
+
+
+def remote(sampled: bool) -> otel_context.Context:
+    ctx = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(int(sampled)))
+    return trace.set_span_in_context(NonRecordingSpan(ctx))
+
+
+def test_every_span_records_and_a_dropped_trace_never_reaches_the_export_queue() -> None:
+    tracer, _, collected, _ = pipeline(ratio=0.0)
+    root = request(tracer, "fast")
+    assert root.is_recording()
+    root.end()
+    assert collected.spans == []
+
+
+def test_a_trace_kept_at_its_start_is_forwarded_whole_when_its_root_ends() -> None:
+    tracer, _, collected, _ = pipeline(ratio=1.0)
+    root = request(tracer, "kept")
+    assert collected.spans == []  # held until the root ends
+    root.end()
+    assert collected.names() == ["kept child 0", "kept child 1", "kept"]
+
+
+def test_a_trace_marked_before_its_root_ends_is_kept_whatever_its_flag() -> None:
+    tracer, outcome, collected, _ = pipeline(ratio=0.0)
+    root = request(tracer, "failed")
+    assert not root.get_span_context().trace_flags.sampled
+    outcome.keep(root.get_span_context())
+    root.end()
+    assert collected.names() == ["failed child 0", "failed child 1", "failed"]
+
+
+def test_already_slow_counts_as_kept_before_the_end() -> None:
+    tracer, outcome, collected, _ = pipeline(ratio=0.0, slow=0.000_001)
+    root = request(tracer, "slow")
+    time.sleep(0.001)  # past the limit of one microsecond; nothing timed is asserted
+    assert outcome.kept_now(root.get_span_context())
+    root.end()
+    assert "slow" in collected.names()
+
+
+def test_the_ratio_is_decided_from_the_trace_id_alone() -> None:
+    bound = ratio_bound(0.5)
+    assert in_ratio(0x0123_0000_0000_0000_0000_0000_0000_0000, bound)  # lower 64 bits 0
+    assert not in_ratio(0xFFFF_FFFF_FFFF_FFFF, bound)
+    assert not in_ratio(1, ratio_bound(0.0))
+    assert in_ratio((1 << 64) - 1, ratio_bound(1.0))
+    tracer, _, collected, _ = pipeline(ratio=0.5)
+    roots = [request(tracer, f"r{i}", children=0) for i in range(400)]
+    for root in roots:
+        root.end()
+    expected = {r.name for r in roots if in_ratio(r.get_span_context().trace_id, bound)}  # type: ignore[attr-defined]
+    assert set(collected.names()) == expected
+    assert 140 <= len(expected) <= 260  # binomial(400, 0.5): six standard deviations either side
+
+
+@pytest.mark.parametrize("parent_sampled", [True, False])
+def test_a_remote_parent_decides_a_non_server_root_and_only_forces_a_server_root(
+    parent_sampled: bool,
+) -> None:
+    tracer, _, collected, _ = pipeline(ratio=0.0)
+    publish = tracer.start_span("publish", context=remote(parent_sampled), kind=SpanKind.PRODUCER)
+    assert publish.get_span_context().trace_flags.sampled is parent_sampled
+    publish.end()
+    server = tracer.start_span("server", context=remote(parent_sampled), kind=SpanKind.SERVER)
+    assert server.get_span_context().trace_flags.sampled is parent_sampled  # ratio 0: only the parent
+    server.end()
+    assert collected.names() == (["publish", "server"] if parent_sampled else [])
+
+
+def test_two_local_roots_of_one_trace_are_decided_when_the_last_one_ends() -> None:
+    tracer, outcome, collected, _ = pipeline(ratio=0.0)
+    first = tracer.start_span("first", context=remote(False), kind=SpanKind.SERVER)
+    second = tracer.start_span("second", context=remote(False), kind=SpanKind.SERVER)
+    first.end()
+    outcome.keep(second.get_span_context())
+    second.end()
+    assert collected.names() == ["first", "second"]
+
+
+def test_roots_that_never_end_cannot_grow_the_buffer() -> None:
+    tracer, outcome, collected, overflow = pipeline(ratio=1.0, max_traces=8, max_spans=3)
+    leaked = [request(tracer, f"leak{i}", children=1) for i in range(20)]
+    assert len(outcome._open) == 8
+    assert sum(overflow) == 12  # the evicted traces' one buffered span each
+    big = request(tracer, "big", children=10)
+    big.end()
+    assert collected.names() == ["big child 0", "big child 1", "big child 2"]
+    assert sum(overflow) == 12 + 8 + 1  # one more eviction, seven children and the root past the cap
+    for span in leaked:
+        span.end()  # evicted traces end on their own flag
+    assert len(outcome._open) == 0
+
+
+def test_trust_limit_continues_at_most_its_budget() -> None:
+    limit = TraceparentTrust(Trust.LIMIT, per_second=5)
+    started = time.monotonic()
+    continued = sum(limit.continues() for _ in range(100))
+    elapsed = time.monotonic() - started
+    assert 5 <= continued <= 5 + int(elapsed * 5) + 1
+    assert all(TraceparentTrust(Trust.TRUST).continues() for _ in range(100))
+    assert not any(TraceparentTrust(Trust.IGNORE).continues() for _ in range(100))
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"}, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://h:port"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "authorization"}, "OTEL_EXPORTER_OTLP_HEADERS"),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0"}, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team"}, "OTEL_RESOURCE_ATTRIBUTES"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "many"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "-1"}, "OTEL_BSP_SCHEDULE_DELAY"),
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        ({"OTEL_PROPAGATORS": "tracecontext,b4"}, "OTEL_PROPAGATORS"),
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
+    ],
+)
+def test_a_bad_otel_value_names_its_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(OtelSettingError) as raised:
+        read_otel_environment(env)
+    assert raised.value.variable == variable
+    assert str(raised.value).startswith(f"invalid setting {variable}: ")
+
+
+def test_otel_values_as_the_sdk_documents_them() -> None:
+    assert read_otel_environment({}).exporters == ()  # no endpoint: nothing leaves the process
+    assert read_otel_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}).exporters == ("otlp",)
+    assert read_otel_environment({"OTEL_TRACES_EXPORTER": "otlp,console"}).exporters == ("otlp", "console")
+    assert read_otel_environment({"OTEL_TRACES_EXPORTER": "none"}).exporters == ()
+    grpc = read_otel_environment({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5"})
+    assert (grpc.protocol, grpc.export_timeout) == ("grpc", 2.5)
+    resource = read_otel_environment(
+        {"OTEL_RESOURCE_ATTRIBUTES": "service.name=a,team=users%20core", "OTEL_SERVICE_NAME": "b"}
+    ).resource
+    assert resource == {"service.name": "b", "team": "users core"}
+    queue = read_otel_environment({"OTEL_BSP_MAX_QUEUE_SIZE": "16", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8"})
+    assert (queue.max_queue_size, queue.max_export_batch_size) == (16, 8)
+    assert read_otel_environment({"OTEL_TRACES_SAMPLER": "always_off"}).sampler == "always_off"
