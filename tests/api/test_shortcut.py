@@ -5,10 +5,8 @@ database that is down."""
 import uuid
 
 import httpx
-import orjson
 from fastapi import FastAPI
 
-from user_service.application.commands.create_user import CreateUserHandler
 from user_service.application.errors import StorageCause, StorageUnavailable
 from user_service.application.queries.get_user import GetUserHandler
 from user_service.presentation.http.shortcuts import UserReadShortcuts
@@ -115,35 +113,3 @@ async def test_a_plain_page_is_the_routes_page(client: httpx.AsyncClient) -> Non
     # Written otherwise, the limit is FastAPI's to read, as before.
     assert (await client.get("/users/?limit=01")).content == (await client.get("/users/?limit=1")).content
     assert (await client.head("/users/?limit=2")).content == b""
-
-
-async def test_a_plain_create_is_the_routes_create(app: FastAPI, client: httpx.AsyncClient) -> None:
-    body = orjson.dumps({**ALICE, "user_id": str(uuid.uuid4())})
-    short = await client.post("/users/", content=body, headers={"Content-Type": "application/json"})
-    assert short.status_code == 201, short.text
-    assert CreateUserHandler in find_shortcut(app)._per_request  # request-scoped: never cached
-    other = orjson.dumps({**ALICE, "username": "bob", "user_id": str(uuid.uuid4())})
-    routed = await client.post("/users/", content=other)  # no Content-Type: FastAPI's route reads it
-    assert routed.status_code == 201, routed.text
-    assert set(short.headers) == set(routed.headers)
-    assert short.headers["location"] == f"/users/{short.json()['id']}"
-    assert short.json() == {**routed.json(), "id": short.json()["id"], "username": "alice"}
-    assert (await client.get(short.headers["location"])).json() == short.json()
-    # A taken username: the route's 409 problem; an invalid body: FastAPI's 422, the body replayed.
-    taken = await client.post("/users/", content=body, headers={"Content-Type": "application/json"})
-    taken_routed = await client.post("/users/", content=body)
-    assert taken.status_code == taken_routed.status_code == 409
-    assert {**taken.json(), "request_id": ""} == {**taken_routed.json(), "request_id": ""}
-    for invalid in (b"{", b"[]", b'{"username": "x"}', b'{"username": 1, "first_name": "A"}', b""):
-        short = await client.post("/users/", content=invalid, headers={"Content-Type": "application/json"})
-        routed = await client.post("/users/", content=invalid)
-        assert short.status_code == 422, invalid
-        assert {**short.json(), "request_id": ""} == {**routed.json(), "request_id": ""}, invalid
-    keyed = await client.post(
-        "/users/", content=body, headers={"Content-Type": "application/json", "Idempotency-Key": "nope"}
-    )
-    assert keyed.status_code == 422  # the key is FastAPI's to validate
-    coded = await client.post(
-        "/users/", content=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    )
-    assert coded.status_code == 415
