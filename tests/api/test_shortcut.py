@@ -1,5 +1,5 @@
-"""The plain reads answered by presentation.http.shortcuts are the answers FastAPI's routes give: the same
-status, body and headers (the request id aside), for a user, a deleted user, an unknown id, a page and a
+"""The plain `GET /users/{id}` answered by presentation.http.shortcuts is the answer FastAPI's route gives:
+the same status, body and headers (the request id aside), for a user, a deleted user, an unknown id and a
 database that is down."""
 
 import uuid
@@ -8,8 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from user_service.application.errors import StorageCause, StorageUnavailable
-from user_service.application.queries.get_user import GetUserHandler
-from user_service.presentation.http.shortcuts import UserReadShortcuts
+from user_service.presentation.http.shortcuts import UserByIdShortcut
 
 ALICE = {"username": "alice", "first_name": "Alice", "last_name": "Smith", "middle_name": "Lee"}
 
@@ -73,43 +72,21 @@ async def test_a_storage_error_is_the_routes_503_problem(app: FastAPI, client: h
     uid = str(uuid.uuid4())
     assert (await client.get(f"/users/{uid}")).status_code == 404  # the app's middleware stack is built
     layer = find_shortcut(app)
-    saved = layer._handlers[GetUserHandler]
-    layer._handlers[GetUserHandler] = Down()
+    saved = layer._handler
+    layer._handler = Down()  # type: ignore[assignment]
     try:
         answer = await client.get(f"/users/{uid}")
     finally:
-        layer._handlers[GetUserHandler] = saved
+        layer._handler = saved
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "1"
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["status"] == 503
 
 
-def find_shortcut(app: FastAPI) -> UserReadShortcuts:
+def find_shortcut(app: FastAPI) -> UserByIdShortcut:
     layer = app.middleware_stack
-    while layer is not None and not isinstance(layer, UserReadShortcuts):
+    while layer is not None and not isinstance(layer, UserByIdShortcut):
         layer = getattr(layer, "app", None)
-    assert isinstance(layer, UserReadShortcuts)
+    assert isinstance(layer, UserByIdShortcut)
     return layer
-
-
-async def test_a_plain_page_is_the_routes_page(client: httpx.AsyncClient) -> None:
-    for n in range(5):
-        assert (await client.post("/users/", json={**ALICE, "username": f"user{n}"})).status_code == 201
-    for limit in ("2", "5", "1000"):
-        short = await client.get(f"/users/?limit={limit}")
-        routed = await client.get(f"/users/?limit={limit}&order=asc")  # the same page, through FastAPI
-        assert short.status_code == 200
-        assert short.content == routed.content
-        short_headers, routed_headers = comparable(short)[2], comparable(routed)[2]
-        assert short_headers == routed_headers
-    plain = await client.get("/users/")
-    assert [u["username"] for u in plain.json()["users"]] == [f"user{n}" for n in range(5)]
-    assert "link" not in plain.headers
-    following = (await client.get("/users/?limit=2")).headers["link"]
-    assert following.startswith("</users/?limit=2&order=asc&after=")
-    for query in ("limit=0", "limit=1001", "limit=x", "limit=2&offset=-1"):
-        assert (await client.get(f"/users/?{query}")).status_code == 422, query
-    # Written otherwise, the limit is FastAPI's to read, as before.
-    assert (await client.get("/users/?limit=01")).content == (await client.get("/users/?limit=1")).content
-    assert (await client.head("/users/?limit=2")).content == b""
