@@ -23,7 +23,6 @@ from user_service.presentation.http.injection import use_container
 from user_service.presentation.http.liveness import answer_liveness
 from user_service.presentation.http.middleware import RequestMiddleware
 from user_service.presentation.http.server import HardenedHttpToolsProtocol, ServerLimits
-from user_service.presentation.http.shortcuts import UserByIdShortcut
 
 
 class ServiceAPI(FastAPI):
@@ -86,7 +85,6 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
     app.include_router(users.router)
     app.include_router(asyncapi.router)
     use_container(app, container)
-    app.add_middleware(UserByIdShortcut, api=app)  # inside the request middleware
     app.add_middleware(RequestMiddleware, telemetry=settings.telemetry_enabled)
     return app
 
