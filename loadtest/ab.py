@@ -78,6 +78,11 @@ def main() -> int:
         action="store_true",
         help="load both at once (each its own wrk): they share the machine's noise, the ratio is of CPU cost",
     )
+    parser.add_argument(
+        "--after-cmd",
+        help="run the candidate with this command instead (`{port}` is replaced), e.g. another server; "
+        "the base is then this worktree's service too, unless --base is given",
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for both")
     args = parser.parse_args()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
@@ -110,14 +115,19 @@ def main() -> int:
                 if telemetry == "on":
                     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
                 environ = base_env()
-                if variant == "before":
+                if variant == "before" and not (args.after_cmd and args.base == "HEAD"):
                     environ["PYTHONPATH"] = str(base_src)
                 target = Target(f"{variant}-{telemetry}", variant, port=free_port())
+                command = [*cli, "serve", "--workers", "1"]
+                server_args: tuple[str, ...] = ("--host", "127.0.0.1", "--port", str(target.port))
+                if variant == "after" and args.after_cmd:
+                    command = args.after_cmd.replace("{port}", str(target.port)).split()
+                    server_args = ()
                 target.process = ServiceProcess(
                     env,
-                    ("--host", "127.0.0.1", "--port", str(target.port)),
+                    server_args,
                     target.port,
-                    [*cli, "serve", "--workers", "1"],
+                    command,
                     environ=environ,
                     log_path=tmp / f"{target.key}.log",
                     own_group=True,
@@ -144,9 +154,11 @@ def main() -> int:
                         wait_quiet(max_wait=5)
                         got[variant] = run_one(targets[variant, telemetry], shape, args, wrk_env)
                     ratios.append(got["after"]["rps"] / got["before"]["rps"])
+                    bad = sum(r["non_2xx"] + r["socket_errors"] for r in got.values())
                     cells.append(
                         f"{got['before']['rps']:.0f}→{got['after']['rps']:.0f} "
-                        f"(p99 {got['before']['p99_ms']:.0f}→{got['after']['p99_ms']:.0f})"
+                        f"(p99 {got['before']['p99_ms']:.0f}→{got['after']['p99_ms']:.0f}"
+                        f"{', non-2xx ' if bad else ''}{bad or ''})"
                     )
                 median = statistics.median(ratios)
                 print(
