@@ -129,7 +129,8 @@ def test_tempo_writes_span_metrics_with_exemplars_to_prometheus(tempo: dict[str,
     processors = tempo["overrides"]["defaults"]["metrics_generator"]["processors"]
     assert {"service-graphs", "span-metrics"} <= set(processors)
     dimensions = generator["processor"]["span_metrics"]["dimensions"]
-    assert {"db.system", "db.operation.name", "http.route"} <= set(dimensions)
+    assert {"db.system.name", "db.operation.name", "http.route"} <= set(dimensions)
+    assert not {"db.system", "db.name", "net.peer.name"} & set(dimensions)  # the deprecated names
     assert not {"db.statement", "db.query.text", "url.full", "http.target"} & set(dimensions)
     command = compose_config()["services"]["prometheus"]["command"]
     assert "--web.enable-remote-write-receiver" in command

@@ -282,7 +282,8 @@ def service_metric_labels() -> dict[str, frozenset[str]]:
     from user_service.infrastructure.telemetry import metrics as service_metrics
 
     out: dict[str, frozenset[str]] = {}
-    for value in vars(service_metrics).values():
+    made_by_the_relay = vars(service_metrics.relay_gauges()).values()
+    for value in [*vars(service_metrics).values(), *made_by_the_relay]:
         if not isinstance(value, client_metrics.MetricWrapperBase):
             continue
         name = value._name

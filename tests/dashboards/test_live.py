@@ -119,7 +119,9 @@ def test_the_load_ran_with_every_kind_of_answer(run: LiveRun) -> None:
 def test_the_relay_published_the_events_of_the_load(run: LiveRun) -> None:
     assert scalar(run, 'max(outbox_relay_active{job="user-service"})') == 1
     assert scalar(run, 'max(outbox_broker_connected{job="user-service"})') == 1
-    created = scalar(run, 'sum(increase(users_created_total{job="user-service"}[1m]))')
+    created = scalar(
+        run, 'sum(increase(user_events_committed_total{job="user-service", type="user.created"}[1m]))'
+    )
     published = scalar(run, 'sum(increase(outbox_published_total{job="user-service"}[1m]))')
     assert created > 0
     assert published >= created

@@ -255,7 +255,8 @@ def test_traceql_parses() -> None:
     """The grammar check also covers TraceQL: the searches the runbooks suggest."""
     searches: Sequence[str] = (
         '{ resource.service.name = "user-service" && status = error }',
-        '{ resource.service.name = "user-service" && span.db.system = "postgresql" && duration > 100ms }',
+        '{ resource.service.name = "user-service" && span.db.system.name = "postgresql"'
+        " && duration > 100ms }",
         '{ resource.service.name = "user-service" && span.http.route = "/users" && duration > 250ms }',
     )
     results = run_querycheck([("traceql", s) for s in searches])

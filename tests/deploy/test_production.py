@@ -192,6 +192,17 @@ def test_the_relay_runs_alone_in_two_replicas_on_a_direct_session(relay: dict[st
         assert variables[name]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": key}, name
 
 
+def test_the_relay_serves_its_metrics_and_is_probed_on_them(
+    relay: dict[str, Any], settings: dict[str, str]
+) -> None:
+    (container,) = containers(relay)
+    assert settings["RELAY_METRICS_PORT"] == "9464"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9464}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthcheck", "port": "metrics"}, probe
+    assert not any("CKV_K8S_8" in v or "CKV_K8S_9" in v for v in relay["metadata"]["annotations"].values())
+
+
 def test_the_api_runs_no_relay(api: dict[str, Any], settings: dict[str, str]) -> None:
     """The service starts a relay in-process when BROKER_URL is set: the API gets none."""
     (container,) = containers(api)
@@ -296,13 +307,28 @@ def test_every_pod_is_denied_by_default(objects: list[dict[str, Any]]) -> None:
     assert [p["spec"] for p in deny] == [{"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}]
 
 
-def test_ingress_reaches_only_the_api_port(objects: list[dict[str, Any]], api: dict[str, Any]) -> None:
-    rules = [rule for p in find(objects, "NetworkPolicy") for rule in p["spec"].get("ingress", [])]
-    assert rules == [{"ports": [{"protocol": "TCP", "port": 5000}]}]
-    (policy,) = [p for p in find(objects, "NetworkPolicy") if p["spec"].get("ingress")]
-    assert selects(policy["spec"]["podSelector"], _pod_labels(api))
+def test_ingress_reaches_only_the_api_port_and_the_relays_metrics(
+    objects: list[dict[str, Any]], api: dict[str, Any], relay: dict[str, Any]
+) -> None:
+    policies = [p for p in find(objects, "NetworkPolicy") if p["spec"].get("ingress")]
+    reached = {
+        workload["metadata"]["name"]: [
+            rule
+            for p in policies
+            if selects(p["spec"]["podSelector"], _pod_labels(workload))
+            for rule in p["spec"]["ingress"]
+        ]
+        for workload in (api, relay)
+    }
+    assert reached == {
+        "user-service-api": [{"ports": [{"protocol": "TCP", "port": 5000}]}],
+        "user-service-relay": [{"ports": [{"protocol": "TCP", "port": 9464}]}],
+    }
+    assert sum(len(p["spec"]["ingress"]) for p in policies) == 2  # and nothing else
     (container,) = containers(api)
     assert [p["containerPort"] for p in container["ports"]] == [5000]
+    (container,) = containers(relay)
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("metrics", 9464)]
 
 
 ALLOWED_EGRESS = {
@@ -347,6 +373,22 @@ def test_egress_goes_only_to_the_database_the_broker_the_collector_and_dns(
 # --------------------------------------------------------------------------------------------------------
 # Prometheus Operator objects and dashboards
 # --------------------------------------------------------------------------------------------------------
+def test_prometheus_scrapes_the_relay_pods_as_their_own_job(
+    objects: list[dict[str, Any]], relay: dict[str, Any]
+) -> None:
+    (monitor,) = find(objects, "PodMonitor")
+    assert selects(monitor["spec"]["selector"], _pod_labels(relay))
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert endpoint["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": "user-service-relay"}
+    ]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The relay's alert reads the relay's job; the API's `up` alerts do not count the relay pods.
+    rules_text = "".join(p.read_text() for p in sorted((REPO / "observability" / "rules").glob("*.yml")))
+    assert "user-service-relay" in rules_text
+
+
 def test_prometheus_scrapes_the_api_as_job_user_service(objects: list[dict[str, Any]]) -> None:
     (monitor,) = find(objects, "ServiceMonitor")
     service = one(objects, "Service", "user-service")

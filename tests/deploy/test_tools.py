@@ -76,7 +76,7 @@ def test_the_prometheus_operator_objects_are_valid() -> None:
     assert {(r["kind"], r["name"]) for r in results} == {
         (o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in OPERATOR_KINDS
     }
-    assert {r["kind"] for r in results} == {"ServiceMonitor", "PrometheusRule"}
+    assert {r["kind"] for r in results} == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
     assert [r for r in results if r["error"]] == []
 
 

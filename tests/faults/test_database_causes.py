@@ -75,8 +75,10 @@ async def test_a_saturated_pool_is_ready_and_says_so(private_db: PrivateDatabase
     assert body["checks"]["database_pool"] == "saturated"
     assert body["pool"]["used"] == POOL_SIZE
     assert body["pool"]["waiting"] >= HELD_REQUESTS - POOL_SIZE
-    assert gauge(metrics, "db_client_connection_count", '{state="used"}') == POOL_SIZE
-    assert gauge(metrics, "db_client_connection_pending_requests") >= HELD_REQUESTS - POOL_SIZE
+    pool = 'db_client_connection_pool_name="primary"'
+    used = f'{{{pool},db_client_connection_state="used"}}'
+    assert gauge(metrics, "db_client_connections", used) == POOL_SIZE
+    assert gauge(metrics, "db_client_connection_pending_requests", f"{{{pool}}}") >= HELD_REQUESTS - POOL_SIZE
     assert [str(o) for o in outcomes if not o.ok] == []
 
 

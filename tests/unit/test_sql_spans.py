@@ -70,12 +70,14 @@ async def test_statements_are_children_of_the_recording_span_and_errors_are_mark
         assert span.parent is not None
         assert span.parent.span_id == request.get_span_context().span_id
         assert span.attributes is not None
-        assert span.attributes["db.system"] == "postgresql"
+        assert span.attributes["db.system.name"] == "postgresql"
         assert span.attributes["db.operation.name"] == "SELECT"
-        assert span.attributes["net.peer.name"]  # a host, or the socket's path
+        assert span.attributes["server.address"]  # a host, or the socket's path
+        assert span.attributes["db.namespace"]
+        assert not {"db.system", "db.name", "db.statement", "net.peer.name"} & set(span.attributes)
         assert span.attributes["db.instance.role"] == "primary"
     assert statements[0].attributes is not None
-    assert statements[0].attributes["db.statement"] == "SELECT $1::int AS n"
+    assert statements[0].attributes["db.query.text"] == "SELECT $1::int AS n"
     unset, error = StatusCode.UNSET, StatusCode.ERROR
     assert [s.status.status_code for s in statements] == [unset, unset, error]
     assert statements[2].attributes is not None
@@ -95,3 +97,38 @@ async def test_a_replica_connections_spans_say_where_they_were_served(
     [statement] = [s for s in exported.spans if s.name != "request"]
     assert statement.attributes is not None
     assert statement.attributes["db.instance.role"] == "replica"
+
+
+def _statements_timed(operation: str, role: str) -> float:
+    from user_service.infrastructure.telemetry.metrics import DB_OPERATION_DURATION
+
+    for family in DB_OPERATION_DURATION.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels == {
+                "db_system_name": "postgresql",
+                "db_operation_name": operation,
+                "db_instance_role": role,
+            }:
+                return sample.value
+    return 0.0
+
+
+async def test_every_statement_is_timed_recorded_or_not(
+    database_url: str, tracing: tuple[TracerProvider, Collect]
+) -> None:
+    provider, _ = tracing
+    selects, replica_selects = _statements_timed("SELECT", "primary"), _statements_timed("SELECT", "replica")
+    conn = await asyncpg.connect(database_url, connection_class=TracedConnection)
+    replica = await asyncpg.connect(database_url, connection_class=ReplicaTracedConnection)
+    try:
+        await conn.fetchval("SELECT 1")  # outside any span
+        with provider.get_tracer("test").start_as_current_span("request"):
+            await conn.fetchval("SELECT 2")
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await conn.fetch("SELECT * FROM no_such_table")
+        await replica.fetchval("SELECT 3")
+    finally:
+        await conn.close()
+        await replica.close()
+    assert _statements_timed("SELECT", "primary") == selects + 3
+    assert _statements_timed("SELECT", "replica") == replica_selects + 1

@@ -1,5 +1,7 @@
 """The application factory: settings → telemetry → container → FastAPI app with its routes."""
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from user_service import __version__
 from user_service.infrastructure.db.database import Database
 from user_service.infrastructure.db.replica import ReadRouting
 from user_service.infrastructure.outbox.status import RelayStatus
+from user_service.infrastructure.telemetry import metrics
 from user_service.infrastructure.telemetry.logging import configure_logging
 from user_service.infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
 from user_service.main.ioc import providers
@@ -52,8 +55,11 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await container.get(Database)  # open the pool now, not on the first request
+        db = await container.get(Database)  # open the pool now, not on the first request
         await container.get(ReadRouting)  # and the replica's, with its monitor
+        pool_gauges = None
+        if metrics.MULTIPROCESS:
+            pool_gauges = asyncio.create_task(metrics.keep_pool_gauges_current(db), name="pool-gauges")
         relay = None
         if settings.broker_url is not None:
             relay = BackgroundRelay(make_relay(settings, relay_status), settings.shutdown_timeout)
@@ -63,6 +69,10 @@ def create_app(settings: Settings | None = None, extra_providers: list[Provider]
         finally:
             if relay is not None:
                 await relay.stop()
+            if pool_gauges is not None:
+                pool_gauges.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pool_gauges
             await container.close()
             shutdown_tracing()
 

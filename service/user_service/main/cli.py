@@ -2,9 +2,13 @@
 
 import argparse
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from user_service.main.settings import Settings, SettingsError, load_settings, mask_url
 
@@ -89,14 +93,16 @@ def _relay(settings: Settings) -> None:
         raise _Fatal("relay needs DATABASE_URL and BROKER_URL")
     from user_service.main.relay import run_relay
 
-    run_relay(settings)
+    try:
+        run_relay(settings)
+    except OSError as exc:  # the metrics port: taken, or an address this host does not have
+        where = f"{settings.host}:{settings.relay_metrics_port}"
+        raise _Fatal(f"cannot serve the relay's metrics on {where}: {exc}") from None
 
 
 def _serve(settings: Settings) -> None:
     import structlog
     import uvicorn
-
-    from user_service.presentation.http.server import HardenedHttpToolsProtocol
 
     log = structlog.get_logger("user_service.main")
     embedded = None
@@ -114,8 +120,7 @@ def _serve(settings: Settings) -> None:
         log.info("embedded PostgreSQL started", data_dir=str(settings.data_dir))
         migrations.upgrade(url)
         os.environ["DATABASE_URL"] = url
-    if settings.workers > 1:
-        _prepare_multiprocess_metrics()
+    metrics_dir = _prepare_multiprocess_metrics() if settings.workers > 1 else None
     # uvicorn re-raises the signal it shut down for; SIGTERM's default action would skip the cleanup below.
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -126,23 +131,54 @@ def _serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http=HardenedHttpToolsProtocol,
+            # By name, so that this process (the supervisor, with several workers) never imports the
+            # metrics: it would write files of its own into the workers' PROMETHEUS_MULTIPROC_DIR.
+            http=HTTP_PROTOCOL,
             log_config=None,
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=round(settings.shutdown_timeout),
         )
     finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if embedded is not None:
             embedded.stop()
             log.info("embedded PostgreSQL stopped")
 
 
-def _prepare_multiprocess_metrics() -> None:
-    import tempfile
+HTTP_PROTOCOL = "user_service.presentation.http.server:HardenedHttpToolsProtocol"
+_RUN_DIR = re.compile(r"serve-(\d+)")
 
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="user-service-metrics-")
+
+def _prepare_multiprocess_metrics() -> Path:
+    """A folder of its own for this start's worker files, under PROMETHEUS_MULTIPROC_DIR when it is set.
+
+    A start never reads the files of an earlier one (their totals would add to this start's, their
+    gauges count twice); the folder goes when the server stops, and one left behind by a server that
+    was killed is removed by the next start once its supervisor is gone.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    parent = Path(given) if given else Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.iterdir():
+        if (match := _RUN_DIR.fullmatch(old.name)) and old.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    own = parent / f"serve-{os.getpid()}"
+    shutil.rmtree(own, ignore_errors=True)
+    own.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own)
+    return own
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":

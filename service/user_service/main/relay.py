@@ -8,6 +8,7 @@ import structlog
 
 from user_service.infrastructure.outbox.relay import OutboxRelay, RelaySettings
 from user_service.infrastructure.outbox.status import RelayStatus
+from user_service.infrastructure.telemetry.metrics_server import MetricsServer
 from user_service.infrastructure.telemetry.sampling import Trust
 from user_service.infrastructure.telemetry.tracing import TracePolicy, configure_tracing, shutdown_tracing
 from user_service.main.settings import Settings
@@ -76,7 +77,7 @@ class BackgroundRelay:
 
 
 def run_relay(settings: Settings) -> None:
-    """`user-service relay`: until SIGTERM or Ctrl-C."""
+    """`user-service relay`: until SIGTERM or Ctrl-C, with /metrics and /healthcheck on RELAY_METRICS_PORT."""
     if settings.telemetry_enabled:
         configure_tracing(settings.environment, policy=trace_policy(settings))
 
@@ -85,7 +86,15 @@ def run_relay(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, relay.stop)
-        await relay.run()
+        server = None
+        if settings.relay_metrics_port:
+            server = MetricsServer(settings.host, settings.relay_metrics_port)
+            await server.start()
+        try:
+            await relay.run()
+        finally:
+            if server is not None:
+                await server.stop()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
         int, Field(ge=1, le=64, validation_alias=AliasChoices("workers", "web_concurrency"))
     ] = 1
     prometheus_multiproc_dir: Path | None = None
+    # `user-service relay`'s /metrics and /healthcheck (on HOST); 0: none.
+    relay_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
 
     @property
     def log_json(self) -> bool | None:

@@ -100,6 +100,7 @@ class OutboxRelay:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._gauges = metrics.relay_gauges()
 
     @property
     def stopping(self) -> bool:
@@ -126,7 +127,7 @@ class OutboxRelay:
                 await self._sleep(delay)
             finally:
                 self.status.active = False
-                metrics.OUTBOX_RELAY_ACTIVE.set(0)
+                self._gauges.active.set(0)
         log.info("outbox relay stopped")
 
     async def _session(self) -> None:
@@ -137,7 +138,7 @@ class OutboxRelay:
             raise
         try:
             self.status.broker = BrokerState.OK
-            metrics.OUTBOX_BROKER_CONNECTED.set(1)
+            self._gauges.broker_connected.set(1)
             channel = await broker.channel(publisher_confirms=True)
             exchange = await channel.declare_exchange(EXCHANGE, EXCHANGE_TYPE, durable=True)
             conn = await asyncpg.connect(asyncpg_dsn(self.settings.database_url), timeout=5)
@@ -147,7 +148,7 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 2)
         finally:
-            metrics.OUTBOX_BROKER_CONNECTED.set(0)
+            self._gauges.broker_connected.set(0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(broker.close(), 2)
 
@@ -165,7 +166,7 @@ class OutboxRelay:
             if broker.is_closed or channel.is_closed:
                 raise aio_pika.exceptions.AMQPConnectionError("broker connection lost")
         self.status.active = True
-        metrics.OUTBOX_RELAY_ACTIVE.set(1)
+        self._gauges.active.set(1)
         log.info("outbox relay is active")
         await conn.add_listener(OUTBOX_CHANNEL, self._notified)
         next_purge, purging = 0.0, False
@@ -232,11 +233,12 @@ class OutboxRelay:
     async def _publish(self, exchange: AbstractExchange, row: asyncpg.Record) -> None:
         stored = propagate.extract({"traceparent": row["traceparent"]}) if row["traceparent"] else None
         with tracer.start_as_current_span(
-            f"{EXCHANGE} publish",
+            f"publish {EXCHANGE}",  # `{messaging.operation.name} {destination}`
             context=stored,
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
+                "messaging.operation.name": "publish",
                 "messaging.operation.type": "send",
                 "messaging.destination.name": EXCHANGE,
                 "messaging.rabbitmq.destination.routing_key": row["type"],

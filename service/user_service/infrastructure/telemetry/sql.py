@@ -8,26 +8,43 @@ once, and the span is never made current, since nothing runs inside a statement 
 A statement with no recording span around it (the relay's polling, a readiness probe, a scrape, or a
 request that was not sampled) makes no span at all, rather than a trace of one span.
 
-Attributes: `db.system`, `db.name`, `db.user`, `net.peer.name`, `net.peer.port`, `db.statement`, and
-`db.operation.name` (SELECT, INSERT, BEGIN, ...), the dimension of the span metrics by statement type;
-`db.instance.role` is `primary` or `replica`: where the statement was served (the replica's pool
-connects with `ReplicaTracedConnection`).
+Attributes, by the stable database conventions: `db.system.name` (`postgresql`), `db.namespace`,
+`server.address`, `server.port`, `db.query.text`, and `db.operation.name` (SELECT, INSERT, BEGIN, ...),
+the dimension of the span metrics by statement type; `db.instance.role` is `primary` or `replica`: where
+the statement was served (the replica's pool connects with `ReplicaTracedConnection`).
+
+Every statement, recorded or not, is timed into `db.client.operation.duration`
+(`db_client_operation_duration_seconds{db_system_name, db_operation_name, db_instance_role}`): a clock
+read and a histogram observation, the histogram's child looked up once per statement type.
 A data-modifying `WITH` is named by its first statement: the aggregate's write (INSERT, UPDATE) that its
 outbox rows accompany.
 """
 
 import re
+import time
 from typing import Any
 
 import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client.metrics import Histogram
 
+from user_service.infrastructure.telemetry.metrics import DB_OPERATION_DURATION
+
+SYSTEM = "postgresql"
 _tracer = trace.get_tracer("user_service.sql")
 _FIRST_STATEMENT = re.compile(
     r"\s*WITH\s+\w+\s+AS\s*\(\s*(INSERT|UPDATE|DELETE|SELECT|MERGE)\b", re.IGNORECASE
 )
 _operations: dict[str, str] = {}
+_durations: dict[tuple[str, str], Histogram] = {}
+
+
+def _duration_of(operation: str, role: str) -> Histogram:
+    child = _durations.get((operation, role))
+    if child is None:
+        child = _durations[(operation, role)] = DB_OPERATION_DURATION.labels(SYSTEM, operation, role)
+    return child
 
 
 def operation_name(query: str) -> str:
@@ -50,26 +67,29 @@ class TracedConnection(asyncpg.Connection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        attributes: dict[str, str | int] = {"db.system": "postgresql", "db.instance.role": self.role}
+        attributes: dict[str, str | int] = {"db.system.name": SYSTEM, "db.instance.role": self.role}
         params, addr = getattr(self, "_params", None), getattr(self, "_addr", None)
         if database := getattr(params, "database", None):
-            attributes["db.name"] = database
-        if user := getattr(params, "user", None):
-            attributes["db.user"] = user
+            attributes["db.namespace"] = database
         if isinstance(addr, tuple):
-            attributes["net.peer.name"], attributes["net.peer.port"] = addr[0], addr[1]
+            attributes["server.address"], attributes["server.port"] = addr[0], addr[1]
         elif isinstance(addr, str):
-            attributes["net.peer.name"] = addr
+            attributes["server.address"] = addr  # a Unix socket's path
         self._span_attributes = attributes
 
     async def _traced(self, method: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not trace.get_current_span().is_recording():
-            return await method(query, *args, **kwargs)
         operation = operation_name(query)
+        duration = _duration_of(operation, self.role)
+        started = time.perf_counter()
+        if not trace.get_current_span().is_recording():
+            try:
+                return await method(query, *args, **kwargs)
+            finally:
+                duration.observe(time.perf_counter() - started)
         span = _tracer.start_span(
             operation,
             kind=SpanKind.CLIENT,
-            attributes={**self._span_attributes, "db.statement": query, "db.operation.name": operation},
+            attributes={**self._span_attributes, "db.query.text": query, "db.operation.name": operation},
         )
         try:
             return await method(query, *args, **kwargs)
@@ -78,6 +98,7 @@ class TracedConnection(asyncpg.Connection):
             span.set_attribute("error.type", type(exc).__qualname__)
             raise
         finally:
+            duration.observe(time.perf_counter() - started)
             span.end()
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
