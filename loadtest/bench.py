@@ -6,7 +6,8 @@ For each target it creates a fresh database on one PostgreSQL server (`--dsn`, d
 postgresql://postgres@127.0.0.1:5432/postgres), migrates it with `user-service migrate`, and seeds the same
 10,000 users into it. Then it starts the three targets, each one worker process:
 
-* service      `user-service` as deployed: tracing on, spans exported over OTLP/HTTP to a local sink
+* service      `user-service` as deployed, with its default settings (its default trace sampling policy
+               included) and spans exported over OTLP/HTTP to a local sink
 * service-off  the same with TELEMETRY_ENABLED=false (no tracing, metrics or access log)
 * floor        loadtest/floor_app.py: raw ASGI over one asyncpg pool, the service's tables and SQL
 
@@ -14,6 +15,9 @@ and measures four shapes with wrk (64 connections, 2 threads, a warm-up first): 
 GET /users/{id} of existing users, GET /users/?limit=100 and POST /users/ with distinct new users (last,
 so the reads see identical tables). For every shape the targets run one after the other, in an order
 that rotates from shape to shape; before each measurement the machine is given a moment to go quiet.
+
+It prints the ratios telemetry on / off and service / floor per shape and checks them, and p99, against
+the targets (TARGET_*): one line per target, met or missed, with the number.
 
 Writes benchmark.md (a table with the machine, PostgreSQL version and date), benchmark.png (grouped bars)
 and benchmark.json into loadtest/results/ (a --quick smoke run: loadtest/results/tmp/quick/). Every
@@ -53,6 +57,8 @@ HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONNECTIONS, THREADS = 64, 2
+# The targets each run is checked against: (what, the measure's key, the bound, at least (True) or at most).
+TARGET_ON_OFF, TARGET_ON_FLOOR, TARGET_P99_MS = 0.85, 0.4, 250.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ def service_command(override: str | None) -> list[str]:
 def base_env() -> dict[str, str]:
     """The caller's environment without settings that would change what is measured."""
     drop = ("DATABASE_URL", "BROKER_URL", "TELEMETRY_ENABLED", "WORKERS", "PORT", "HOST", "LOG_LEVEL")
-    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("OTEL_")}
+    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("OTEL_", "TRACE_"))}
 
 
 def read_status(pid: int) -> dict[str, int]:
@@ -288,6 +294,43 @@ def machine() -> dict[str, str]:
     }
 
 
+def against_targets() -> list[tuple[str, bool, str]]:
+    """Each target of the benchmark: (what, met, the measured numbers), from the median runs.
+
+    telemetry on / off and service (telemetry on) / floor, in req/s, on every shape; p99 of both service
+    targets at CONNECTIONS connections on every shape."""
+    by_key = {t.key: t for t in TARGETS}
+    svc, off, floor = by_key["service"], by_key["service-off"], by_key["floor"]
+    shapes = {s.key: s.label for s in SHAPES}
+    keys = [k for k in REPORT_ORDER if cell(svc, k) and cell(off, k) and cell(floor, k)]
+
+    def ratios(a: Target, b: Target) -> dict[str, float]:
+        return {k: ratio(cell(a, k)["rps"], cell(b, k)["rps"]) for k in keys}
+
+    out = []
+    for what, values, bound in (
+        (f"telemetry on / off >= {TARGET_ON_OFF}", ratios(svc, off), TARGET_ON_OFF),
+        (f"service (telemetry on) / floor >= {TARGET_ON_FLOOR}", ratios(svc, floor), TARGET_ON_FLOOR),
+    ):
+        worst = min(values, key=lambda k: values[k]) if values else ""
+        met = bool(values) and values[worst] >= bound
+        detail = ", ".join(f"{shapes[k]} {v:.2f}" for k, v in values.items())
+        out.append(
+            (what, met, f"lowest {values.get(worst, float('nan')):.2f} ({shapes.get(worst, '-')}); {detail}")
+        )
+    p99 = {(t.label, k): cell(t, k)["p99_ms"] for t in (svc, off) for k in keys}
+    worst_p99 = max(p99, key=lambda k: p99[k]) if p99 else ("-", "-")
+    where = f"{worst_p99[0]}, {shapes.get(worst_p99[1], '-')}"
+    out.append(
+        (
+            f"p99 <= {TARGET_P99_MS:.0f} ms at {CONNECTIONS} connections (service, telemetry on and off)",
+            bool(p99) and p99[worst_p99] <= TARGET_P99_MS,
+            f"highest {p99.get(worst_p99, float('nan')):.1f} ms ({where})",
+        )
+    )
+    return out
+
+
 def write_markdown(path: Path, info: dict[str, Any], sink: dict[str, int]) -> None:
     by_key = {t.key: t for t in TARGETS}
     svc, off, floor = by_key["service"], by_key["service-off"], by_key["floor"]
@@ -310,7 +353,8 @@ def write_markdown(path: Path, info: dict[str, Any], sink: dict[str, int]) -> No
         "(median shown); the targets take turns, in an order that rotates from shape to shape",
         f"- Data: a fresh database per target, migrated, {info['seed_users']:,} seeded users (5 % deleted); "
         "the reads run before the POSTs, on identical tables",
-        f"- Telemetry on: spans exported over OTLP/HTTP to a local sink ({sink['requests']} exports, "
+        "- Telemetry on: the service's default settings, its trace sampling policy included; spans exported "
+        f"over OTLP/HTTP to a local sink ({sink['requests']} exports, "
         f"{sink['bytes'] / 1e6:.1f} MB); the broker relay is not running in any target",
         f"- Noise: {busy} of {runs} measurements started while the machine's CPU was more than half busy "
         "with other work (column *CPU busy before*)",
@@ -330,6 +374,10 @@ def write_markdown(path: Path, info: dict[str, Any], sink: dict[str, int]) -> No
             f"| {ratio(o['rps'], f['rps']):.2f} | {ratio(s['rps'], f['rps']):.2f} "
             f"| {ratio(s['rps'], o['rps']):.2f} |"
         )
+    lines += ["", "## Against the targets", "", "| target | | measured |", "|---|---|---|"]
+    lines += [
+        f"| {what} | **{'met' if met else 'missed'}** | {detail} |" for what, met, detail in against_targets()
+    ]
     lines += [
         "",
         "## Latency and errors",
@@ -600,6 +648,8 @@ def report(out: Path, raw: dict[str, Any], max_bad_ratio: float = 0.01) -> int:
     write_chart(out / "benchmark.png", raw["info"])
     (out / "benchmark.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     print(f"bench: {out / 'benchmark.md'}, {out / 'benchmark.png'}")
+    for what, met, detail in against_targets():
+        print(f"bench: target {what}: {'met' if met else 'MISSED'}: {detail}")
     for target in TARGETS:
         for key in REPORT_ORDER:
             c = cell(target, key)

@@ -1,4 +1,5 @@
-"""InjectedRoute: `FromDishka[...]` parameters from a request scope opened around the endpoint only."""
+"""InjectedRoute: `FromDishka[...]` parameters from a request scope opened around the endpoint only, and
+from the app scope alone when every one lives there."""
 
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,11 @@ class Shared:
     """Built once for the app."""
 
 
+class AlsoShared:
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+
 class PerRequest:
     def __init__(self, number: int) -> None:
         self.number = number
@@ -24,6 +30,7 @@ def make_app() -> tuple[FastAPI, list[PerRequest]]:
 
     class Wiring(Provider):
         shared = provide(Shared, scope=Scope.APP)
+        also_shared = provide(AlsoShared, scope=Scope.APP)
 
         @provide(scope=Scope.REQUEST)
         async def per_request(self) -> AsyncIterator[PerRequest]:
@@ -42,6 +49,17 @@ def make_app() -> tuple[FastAPI, list[PerRequest]]:
     @router.get("/own-request/{name}")
     async def own_request(name: str, request: Request, item: FromDishka[PerRequest]) -> dict[str, object]:
         return {"name": name, "path": request.url.path, "item": item.number}
+
+    @router.get("/shared/{name}")
+    async def shared_only(
+        name: str, shared: FromDishka[Shared], also: FromDishka[AlsoShared]
+    ) -> dict[str, object]:
+        assert also.shared is shared
+        return {"name": name, "shared": id(shared)}
+
+    @router.get("/shared-with-request")
+    async def shared_with_request(request: Request, shared: FromDishka[Shared]) -> dict[str, object]:
+        return {"path": request.url.path, "shared": id(shared)}
 
     @router.get("/nothing")
     async def nothing() -> dict[str, object]:
@@ -83,4 +101,34 @@ def test_the_openapi_document_shows_no_injected_parameter() -> None:
     app, _ = make_app()
     operations = app.openapi()["paths"]
     assert "parameters" not in operations["/both"]["get"]
+    assert "parameters" not in operations["/shared-with-request"]["get"]
+    assert [p["name"] for p in operations["/shared/{name}"]["get"]["parameters"]] == ["name"]
     assert [p["name"] for p in operations["/own-request/{name}"]["get"]["parameters"]] == ["name"]
+
+
+async def test_a_route_with_app_scoped_dependencies_only_gets_the_app_scopes_instances() -> None:
+    app, made = make_app()
+    opened = 0
+    container = app.state.dishka_container
+    real_call = type(container).__call__
+
+    def counting(self: object, *args: object, **kwargs: object) -> object:
+        nonlocal opened
+        opened += 1
+        return real_call(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        type(container).__call__ = counting  # type: ignore[method-assign]
+        try:
+            first = (await client.get("/shared/ann")).json()
+            second = (await client.get("/shared/bob")).json()
+            own = (await client.get("/shared-with-request")).json()
+            assert opened == 0
+            both = (await client.get("/both")).json()
+            assert opened == 1
+        finally:
+            type(container).__call__ = real_call  # type: ignore[method-assign]
+    assert first == {"name": "ann", "shared": second["shared"]}
+    assert own == {"path": "/shared-with-request", "shared": first["shared"]}
+    assert both["shared"] == first["shared"] == id(await container.get(Shared))
+    assert len(made) == 1

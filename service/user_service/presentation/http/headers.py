@@ -1,7 +1,7 @@
 """The headers every answer carries, the server's own answers included: the security headers and the
 request id. One list, used by the request middleware and by the HTTP server."""
 
-import os
+import random
 import re
 
 from starlette.types import Scope
@@ -23,7 +23,10 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
             if _SANE_REQUEST_ID.fullmatch(value):
                 return value.decode()
             break
-    return os.urandom(16).hex()
+    # An identifier, not a secret: the process's Mersenne Twister (seeded from the OS, and again in a
+    # forked child) at half the cost of os.urandom's system call, which showed at 3-4 % of a `GET
+    # /users/{id}` under load.
+    return f"{random.getrandbits(128):032x}"
 
 
 def request_id(scope: Scope) -> str:
