@@ -158,27 +158,19 @@ def _prepare_multiprocess_metrics() -> Path:
     gauges count twice); the folder goes when the server stops, and one left behind by a server that
     was killed is removed by the next start once its supervisor is gone.
     """
+    from user_service.infrastructure.processes import alive
+
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     parent = Path(given) if given else Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     for old in parent.iterdir():
-        if (match := _RUN_DIR.fullmatch(old.name)) and old.is_dir() and not _alive(int(match.group(1))):
+        if (match := _RUN_DIR.fullmatch(old.name)) and old.is_dir() and not alive(int(match.group(1))):
             shutil.rmtree(old, ignore_errors=True)
     own = parent / f"serve-{os.getpid()}"
     shutil.rmtree(own, ignore_errors=True)
     own.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own)
     return own
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from user_service import __version__
 from user_service.application.errors import StorageUnavailable
 from user_service.domain.events import USER_EVENTS, UserEvent
 from user_service.infrastructure.db.database import Database
+from user_service.infrastructure.processes import alive
 
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 MULTIPROCESS = MULTIPROCESS_DIR is not None
@@ -37,22 +38,12 @@ UNMATCHED_ROUTE = "unmatched"
 _PID_OF_FILE = re.compile(r"_(\d+)\.db$")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_dead_processes(path: str | None = MULTIPROCESS_DIR) -> set[int]:
     """`mark_process_dead` for every process that wrote a file under `path` and is gone; their pids."""
     if path is None:
         return set()
     pids = {int(m.group(1)) for f in os.listdir(path) if (m := _PID_OF_FILE.search(f))}
-    dead = {pid for pid in pids if not _alive(pid)}
+    dead = {pid for pid in pids if not alive(pid)}
     for pid in dead:
         with contextlib.suppress(FileNotFoundError):  # another worker's sweep may have been first
             mp.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
