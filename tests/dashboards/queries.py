@@ -280,10 +280,12 @@ def service_metric_labels() -> dict[str, frozenset[str]]:
     import prometheus_client.metrics as client_metrics
 
     from user_service.infrastructure.telemetry import metrics as service_metrics
+    from user_service.infrastructure.telemetry import span_export
 
     out: dict[str, frozenset[str]] = {}
     made_by_the_relay = vars(service_metrics.relay_gauges()).values()
-    for value in [*vars(service_metrics).values(), *made_by_the_relay]:
+    # span_export keeps its drop counter next to what drops the spans.
+    for value in [*vars(service_metrics).values(), *made_by_the_relay, *vars(span_export).values()]:
         if not isinstance(value, client_metrics.MetricWrapperBase):
             continue
         name = value._name
