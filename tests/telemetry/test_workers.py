@@ -113,7 +113,12 @@ def test_a_worker_killed_under_load_leaves_the_exposition_right(
     with ServiceProcess(env, ("--workers", "2")) as service:
         folder = run_dir(tmp_path, service.pid)
         first = wait_for(lambda: two_workers(service.pid))
-        wait_for(lambda: first <= writers(folder, "gauge_livesum"))  # both pools reported
+        # Both pools reported: each worker writes its pool once its lifespan has started, and a worker
+        # may have a gauge file (a request in flight) before that.
+        wait_for(
+            lambda: value(scrape(service.url), "db_client_connection_max", **POOL) == 20,
+            what="both workers' pools in the exposition",
+        )
         for i in range(10):
             assert create(service.url, f"k{i}") == 201
         slow_requests.extend(slow_post(service.port) for _ in range(8))
