@@ -53,24 +53,20 @@ async def _counters(cluster: Rehearsal) -> dict[str, int]:
 
 
 async def test_plain_reads_are_served_by_the_replica(cluster: Rehearsal) -> None:
-    reads = 600
+    reads = 1200
     async with httpx.AsyncClient(base_url=cluster.url_of_balancer, timeout=10) as http:
         created = await http.post("/users/", json={"username": "reader", "first_name": "R", "last_name": "S"})
         assert created.status_code == 201
         user_id = created.json()["id"]
         await wait_replayed(cluster)
-        # The primary's background work (three monitors' samples, the relays' polls), per second.
         await asyncio.sleep(2)
-        quiet = await _counters(cluster)
-        await asyncio.sleep(3)
         before = await _counters(cluster)
-        background_rate = (before["primary_transactions"] - quiet["primary_transactions"]) / 3
         started = time.monotonic()
         for _ in range(reads // 20):
             answers = await asyncio.gather(*(http.get(f"/users/{user_id}") for _ in range(20)))
             assert [a.status_code for a in answers] == [200] * 20
         elapsed = time.monotonic() - started
-    # Each server counts its own, and backends flush their counters within about a second.
+    # Each server counts its own; an idle backend reports its counters up to 10 s late (PostgreSQL 15).
     deadline = time.monotonic() + 15
     while (await _counters(cluster))["replica_users_scans"] - before["replica_users_scans"] < reads:
         assert time.monotonic() < deadline, "the replica did not count the reads"
@@ -78,12 +74,11 @@ async def test_plain_reads_are_served_by_the_replica(cluster: Rehearsal) -> None
     await asyncio.sleep(2)
     grown = {k: v - before[k] for k, v in (await _counters(cluster)).items()}
     window = time.monotonic() - started
-    print(
-        f"[plain reads] {reads} in {elapsed:.1f} s; grown in {window:.1f} s: {grown}; "
-        f"primary background {background_rate:.1f}/s"
-    )
+    print(f"[plain reads] {reads} in {elapsed:.1f} s; grown in {window:.1f} s: {grown}")
     assert grown["replica_transactions"] >= reads
     assert grown["replica_users_scans"] >= reads
     assert grown["primary_users_scans"] == 0
-    # The primary's transactions in that time are its background work, not the reads.
-    assert grown["primary_transactions"] <= background_rate * window * 1.5 + 20
+    # The primary's transactions in that time are its background work on timers (three monitors'
+    # samples, the relays' polls: about 6-15 a second, reported late by idle backends), not the reads:
+    # a read that went to the primary would add at least one each.
+    assert grown["primary_transactions"] < reads // 2
