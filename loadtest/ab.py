@@ -84,6 +84,12 @@ def main() -> int:
         "the base is then this worktree's service too, unless --base is given",
     )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for both")
+    parser.add_argument(
+        "--after-env",
+        action="append",
+        default=[],
+        help="NAME=VALUE for the candidate only, e.g. the same code with one part of telemetry off",
+    )
     args = parser.parse_args()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     tmp = HERE / "results" / "tmp" / f"ab-{stamp}"
@@ -95,6 +101,7 @@ def main() -> int:
     ids_file.write_text("\n".join(random.Random(7).sample(live, 1000)) + "\n", encoding="ascii")
     cli = [sys.executable, "-m", "user_service.main.cli"]
     extra = dict(item.split("=", 1) for item in args.env)
+    after_extra = dict(item.split("=", 1) for item in args.after_env)
     shapes = [s for s in SHAPES if s.key in args.shapes.split(",")]
     with cleanup_on_exit() as cleanups:
         database = f"ab_{stamp}"
@@ -114,6 +121,8 @@ def main() -> int:
                 env["TELEMETRY_ENABLED"] = "true" if telemetry == "on" else "false"
                 if telemetry == "on":
                     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
+                if variant == "after":
+                    env.update(after_extra)
                 environ = base_env()
                 if variant == "before" and not (args.after_cmd and args.base == "HEAD"):
                     environ["PYTHONPATH"] = str(base_src)
