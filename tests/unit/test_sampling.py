@@ -1,21 +1,24 @@
-"""The sampling processor and sampler on their own: what reaches the export queue, and why."""
+"""The outcome policy on its own: what reaches the export queue, and why."""
 
+import gc
 import time
+import weakref
 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from user_service.infrastructure.telemetry.otel_environment import OtelSettingError, read_otel_environment
 from user_service.infrastructure.telemetry.sampling import (
-    KeepByOutcome,
-    OutcomeSampler,
+    OutcomePolicy,
+    OutcomeTracerProvider,
     TraceparentTrust,
     Trust,
     in_ratio,
+    is_kept,
     ratio_bound,
 )
 
@@ -23,12 +26,13 @@ from user_service.infrastructure.telemetry.sampling import (
 class Collected:
     def __init__(self) -> None:
         self.spans: list[ReadableSpan] = []
+        self.shut = False
 
     def emit(self, span: ReadableSpan) -> None:
         self.spans.append(span)
 
     def shutdown(self) -> None:
-        pass
+        self.shut = True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
@@ -39,14 +43,11 @@ class Collected:
 
 def pipeline(
     ratio: float, slow: float = 60.0, **bounds: int
-) -> tuple[trace.Tracer, KeepByOutcome, Collected, list[int]]:
+) -> tuple[trace.Tracer, OutcomePolicy, Collected, list[int]]:
     collected, overflow = Collected(), []
-    provider = TracerProvider(
-        resource=Resource.get_empty(), sampler=OutcomeSampler(ratio), shutdown_on_exit=False
-    )
-    outcome = KeepByOutcome(collected, slow, on_overflow=overflow.append, **bounds)
-    provider.add_span_processor(outcome)
-    return provider.get_tracer("test"), outcome, collected, overflow
+    policy = OutcomePolicy(collected, ratio, slow, on_overflow=overflow.append, **bounds)
+    provider = OutcomeTracerProvider(Resource.create({"service.name": "test"}), policy)
+    return provider.get_tracer("test"), policy, collected, overflow
 
 
 def request(tracer: trace.Tracer, name: str, children: int = 2, **kwargs: object) -> trace.Span:
@@ -66,7 +67,9 @@ def test_every_span_records_and_a_dropped_trace_never_reaches_the_export_queue()
     tracer, _, collected, _ = pipeline(ratio=0.0)
     root = request(tracer, "fast")
     assert root.is_recording()
+    assert root.get_span_context().is_valid
     root.end()
+    assert not root.is_recording()
     assert collected.spans == []
 
 
@@ -78,22 +81,75 @@ def test_a_trace_kept_at_its_start_is_forwarded_whole_when_its_root_ends() -> No
     assert collected.names() == ["kept child 0", "kept child 1", "kept"]
 
 
+def test_a_kept_span_is_exported_as_the_sdk_makes_it() -> None:
+    tracer, _, collected, _ = pipeline(ratio=1.0)
+    root = tracer.start_span("GET", kind=SpanKind.SERVER, attributes={"url.path": "/users/1"})
+    with trace.use_span(root):
+        child = tracer.start_span("SELECT", kind=SpanKind.CLIENT, attributes={"db.operation.name": "SELECT"})
+        child.record_exception(ValueError("no such row"))
+        child.set_status(StatusCode.ERROR, "ValueError")
+        child.end()
+    root.update_name("GET /users/{user_id}")
+    root.set_attribute("http.response.status_code", 200)
+    root.add_link(SpanContext(0x1, 0x2, is_remote=True), {"link.reason": "untrusted_traceparent"})
+    root.end()
+    exported_child, exported_root = collected.spans
+    assert exported_root.name == "GET /users/{user_id}"
+    assert exported_root.kind is SpanKind.SERVER
+    assert dict(exported_root.attributes or {}) == {"url.path": "/users/1", "http.response.status_code": 200}
+    assert exported_root.parent is None
+    assert exported_root.resource.attributes["service.name"] == "test"
+    assert exported_root.instrumentation_scope is not None
+    assert exported_root.instrumentation_scope.name == "test"
+    assert [dict(link.attributes or {}) for link in exported_root.links] == [
+        {"link.reason": "untrusted_traceparent"}
+    ]
+    assert exported_root.start_time is not None
+    assert exported_root.end_time is not None
+    assert exported_root.start_time <= exported_root.end_time
+    assert exported_child.parent is not None
+    assert exported_root.context is not None
+    assert exported_child.parent.span_id == exported_root.context.span_id
+    assert exported_child.context is not None
+    assert exported_child.context.trace_id == exported_root.context.trace_id
+    assert exported_child.context.span_id != exported_root.context.span_id
+    assert exported_child.context.trace_flags.sampled
+    assert exported_child.status.status_code is StatusCode.ERROR
+    (event,) = exported_child.events
+    assert event.name == "exception"
+    assert (event.attributes or {})["exception.type"] == "ValueError"
+    assert "no such row" in str((event.attributes or {})["exception.stacktrace"])
+
+
 def test_a_trace_marked_before_its_root_ends_is_kept_whatever_its_flag() -> None:
-    tracer, outcome, collected, _ = pipeline(ratio=0.0)
+    tracer, policy, collected, _ = pipeline(ratio=0.0)
     root = request(tracer, "failed")
     assert not root.get_span_context().trace_flags.sampled
-    outcome.keep(root.get_span_context())
+    assert not is_kept(root)
+    policy.keep(root)
+    assert is_kept(root)
     root.end()
     assert collected.names() == ["failed child 0", "failed child 1", "failed"]
 
 
 def test_already_slow_counts_as_kept_before_the_end() -> None:
-    tracer, outcome, collected, _ = pipeline(ratio=0.0, slow=0.000_001)
+    tracer, policy, collected, _ = pipeline(ratio=0.0, slow=0.000_001)
     root = request(tracer, "slow")
     time.sleep(0.001)  # past the limit of one microsecond; nothing timed is asserted
-    assert outcome.kept_now(root.get_span_context())
+    assert policy.kept_now(root)
     root.end()
     assert "slow" in collected.names()
+
+
+def test_a_span_that_ends_after_its_root_follows_the_decision_made_then() -> None:
+    for ratio, expected in ((1.0, ["root", "late"]), (0.0, [])):
+        tracer, _, collected, _ = pipeline(ratio=ratio)
+        root = tracer.start_span("root", kind=SpanKind.SERVER)
+        with trace.use_span(root):
+            late = tracer.start_span("late")
+        root.end()
+        late.end()
+        assert collected.names() == expected
 
 
 def test_the_ratio_is_decided_from_the_trace_id_alone() -> None:
@@ -106,7 +162,7 @@ def test_the_ratio_is_decided_from_the_trace_id_alone() -> None:
     roots = [request(tracer, f"r{i}", children=0) for i in range(400)]
     for root in roots:
         root.end()
-    expected = {r.name for r in roots if in_ratio(r.get_span_context().trace_id, bound)}  # type: ignore[attr-defined]
+    expected = {f"r{i}" for i, r in enumerate(roots) if in_ratio(r.get_span_context().trace_id, bound)}
     assert set(collected.names()) == expected
     assert 140 <= len(expected) <= 260  # binomial(400, 0.5): six standard deviations either side
 
@@ -118,35 +174,50 @@ def test_a_remote_parent_decides_a_non_server_root_and_only_forces_a_server_root
     tracer, _, collected, _ = pipeline(ratio=0.0)
     publish = tracer.start_span("publish", context=remote(parent_sampled), kind=SpanKind.PRODUCER)
     assert publish.get_span_context().trace_flags.sampled is parent_sampled
+    assert publish.get_span_context().trace_id == 0xABC
     publish.end()
     server = tracer.start_span("server", context=remote(parent_sampled), kind=SpanKind.SERVER)
     assert server.get_span_context().trace_flags.sampled is parent_sampled  # ratio 0: only the parent
     server.end()
     assert collected.names() == (["publish", "server"] if parent_sampled else [])
+    if parent_sampled:
+        assert [s.parent.span_id for s in collected.spans if s.parent] == [0xDEF, 0xDEF]
 
 
-def test_two_local_roots_of_one_trace_are_decided_when_the_last_one_ends() -> None:
-    tracer, outcome, collected, _ = pipeline(ratio=0.0)
+def test_two_requests_of_one_trace_are_decided_each_by_its_own_outcome() -> None:
+    tracer, policy, collected, _ = pipeline(ratio=0.0)
     first = tracer.start_span("first", context=remote(False), kind=SpanKind.SERVER)
     second = tracer.start_span("second", context=remote(False), kind=SpanKind.SERVER)
     first.end()
-    outcome.keep(second.get_span_context())
+    policy.keep(second)
     second.end()
-    assert collected.names() == ["first", "second"]
+    assert collected.names() == ["second"]
 
 
-def test_roots_that_never_end_cannot_grow_the_buffer() -> None:
-    tracer, outcome, collected, overflow = pipeline(ratio=1.0, max_traces=8, max_spans=3)
-    leaked = [request(tracer, f"leak{i}", children=1) for i in range(20)]
-    assert len(outcome._open) == 8
-    assert sum(overflow) == 12  # the evicted traces' one buffered span each
+def test_a_root_that_never_ends_is_held_nowhere() -> None:
+    tracer, _, collected, _ = pipeline(ratio=1.0)
+    leaked = request(tracer, "leak", children=3)
+    gone = weakref.ref(leaked)
+    del leaked
+    gc.collect()
+    assert gone() is None
+    assert collected.spans == []
+
+
+def test_a_trace_keeps_its_root_and_at_most_max_spans() -> None:
+    tracer, _, collected, overflow = pipeline(ratio=1.0, max_spans=4)
     big = request(tracer, "big", children=10)
     big.end()
-    assert collected.names() == ["big child 0", "big child 1", "big child 2"]
-    assert sum(overflow) == 12 + 8 + 1  # one more eviction, seven children and the root past the cap
-    for span in leaked:
-        span.end()  # evicted traces end on their own flag
-    assert len(outcome._open) == 0
+    assert collected.names() == ["big child 0", "big child 1", "big child 2", "big"]
+    assert sum(overflow) == 7
+
+
+def test_the_provider_shuts_the_export_queues_down() -> None:
+    collected = Collected()
+    provider = OutcomeTracerProvider(Resource.get_empty(), OutcomePolicy(collected, 0.1, 0.25))
+    assert provider.get_tracer("a") is provider.get_tracer("a")
+    provider.shutdown()
+    assert collected.shut
 
 
 def test_trust_limit_continues_at_most_its_budget() -> None:

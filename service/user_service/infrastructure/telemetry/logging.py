@@ -61,12 +61,13 @@ def _trace_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """The active OpenTelemetry span's ids, and whether its trace is exported (`trace_sampled`: the decision
     so far; the access line carries the final one): a processor, because structlog bypasses logging's hooks.
     """
-    ctx = trace.get_current_span().get_span_context()
+    span = trace.get_current_span()
+    ctx = span.get_span_context()
     if ctx.is_valid:
         event["trace_id"] = format(ctx.trace_id, "032x")
         event["span_id"] = format(ctx.span_id, "016x")
         if "trace_sampled" not in event:
-            event["trace_sampled"] = is_kept(ctx)
+            event["trace_sampled"] = is_kept(span)
     return event
 
 

@@ -1,34 +1,46 @@
 """Sampling by outcome: a request's trace is kept when it failed, was slow, carried a trusted sampled
 `traceparent`, or falls in a ratio of the rest (README: Telemetry, "Which traces are kept").
 
-- `OutcomeSampler` records every span. Its sampled flag is the *early* decision, known when the root
-  starts: a trusted sampled parent, or the ratio, decided from the trace id alone (the same trace id gets
-  the same answer in every process). A child inherits its parent's flag; a span whose parent is remote and
-  not a server span (the relay's publish span, whose parent is the outbox row's `traceparent`) follows that
-  parent's flag, which is the request's decision at its commit.
-- `KeepByOutcome` holds a trace's ended spans until its local root ends, then hands them to the export
-  processor if the trace was kept (early, or marked by `keep` at the end of the request: 5xx or slow), and
-  drops them otherwise, before any export work. Its bookkeeping is a dict lookup and a list append per
-  span under one uncontended lock; a root that never ends cannot hold more than `max_traces` traces of at
-  most `max_spans` spans each.
+- `OutcomeTracerProvider` hands out `OutcomeTracer`s, whose spans are `RecordedSpan`s: a handful of plain
+  fields, no SDK span, no span processor, no lock while the request runs. Every span is recording (logs
+  carry trace ids whatever is kept), and what it costs before the decision is its fields.
+- A local root (a request's server span, the relay's publish span) carries its trace's `Decision`, shared
+  by the children made under it. Its *early* part is the sampled flag, known when the root starts: a
+  trusted sampled parent, or the ratio, decided from the trace id alone (the same trace id gets the same
+  answer in every process); a root whose parent is remote and not a server span (the relay's publish
+  span, whose parent is the outbox row's `traceparent`) follows that parent's flag, which is the request's
+  decision at its commit. `keep` marks it later: the request failed or was slow.
+- When the root ends, a kept trace's spans become the SDK's `ReadableSpan`s and go to the export queues;
+  a dropped one costs nothing more. A request that never ends holds nothing global: its spans go with it.
+  A trace keeps at most `max_spans` spans; the rest are counted as dropped. A span that ends after its
+  root follows the decision made then.
 - `TraceparentTrust` decides whether an incoming `traceparent` is continued at all.
 """
 
-import threading
+import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Protocol
 
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanContext, SpanKind, get_current_span
-from opentelemetry.util.types import Attributes
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util import types
 
 _RATIO_BITS = 64
 _RATIO_MASK = (1 << _RATIO_BITS) - 1
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_MAX_ATTRIBUTES = 128  # the SDK's default span limits, applied when a kept span is exported
+_MAX_EVENTS = 128
+_MAX_LINKS = 128
 
 
 def ratio_bound(ratio: float) -> int:
@@ -40,37 +52,8 @@ def in_ratio(trace_id: int, bound: int) -> bool:
     return (trace_id & _RATIO_MASK) < bound
 
 
-class OutcomeSampler(Sampler):
-    """Records every span; the sampled flag says whether the trace is kept already at its start."""
-
-    def __init__(self, ratio: float) -> None:
-        self.ratio = ratio
-        self._bound = ratio_bound(ratio)
-
-    def should_sample(  # noqa: PLR0917 - the SDK's signature
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: object = None,
-    ) -> SamplingResult:
-        parent = get_current_span(parent_context).get_span_context()
-        if parent.is_valid and (not parent.is_remote or kind is not SpanKind.SERVER):
-            sampled = parent.trace_flags.sampled  # a child; or the publish of a stored decision
-        else:  # a request's root: a new trace, or a remote parent the trust setting let through
-            sampled = (parent.is_valid and parent.trace_flags.sampled) or in_ratio(trace_id, self._bound)
-        decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.RECORD_ONLY
-        return SamplingResult(decision, attributes, parent.trace_state if parent.is_valid else None)
-
-    def get_description(self) -> str:
-        return f"OutcomeSampler{{ratio={self.ratio}}}"
-
-
 class Forward(Protocol):
-    """Where kept spans go (the export queues), shut down and flushed with the processor."""
+    """Where kept spans go (the export queues), shut down and flushed with the provider."""
 
     def emit(self, span: ReadableSpan) -> None: ...
 
@@ -79,122 +62,325 @@ class Forward(Protocol):
     def force_flush(self, timeout_millis: int = 30000) -> bool: ...
 
 
-@dataclass(slots=True)
-class _Trace:
-    started_ns: int
-    keep: bool
-    roots: int = 1
-    spans: list[ReadableSpan] = field(default_factory=list)
+class OverflowCounter(Protocol):
+    def __call__(self, spans: int) -> None: ...
 
 
-def _is_local_root(span: ReadableSpan) -> bool:
-    return span.parent is None or span.parent.is_remote
+class Decision:
+    """One local root's trace: whether it is kept, and its ended spans until the root ends."""
+
+    __slots__ = ("decided", "keep", "spans", "started_ns")
+
+    def __init__(self, keep: bool, started_ns: int) -> None:
+        self.keep = keep
+        self.started_ns = started_ns
+        self.decided = False
+        self.spans: list[RecordedSpan] = []
 
 
-class KeepByOutcome(SpanProcessor):
-    """Buffers each trace until its local root ends; forwards the kept ones, drops the rest unexported."""
+class RecordedSpan(trace.Span):
+    """A span of the outcome policy: recorded as plain fields, turned into an SDK span only if kept."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_decision",
+        "_end",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_parent",
+        "_root",
+        "_start",
+        "_status",
+        "_tracer",
+    )
+
+    def __init__(  # noqa: PLR0917 - a span's fields
+        self,
+        tracer: "OutcomeTracer",
+        decision: Decision,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: types.Attributes,
+        links: Sequence[Link] | None,
+        start_time: int,
+        root: bool,
+    ) -> None:
+        self._tracer = tracer
+        self._decision = decision
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes: dict[str, types.AnyValue] = dict(attributes) if attributes else {}
+        self._links = list(links) if links else []
+        self._events: list[Event] = []
+        self._status = Status(StatusCode.UNSET)
+        self._start = start_time
+        self._end: int | None = None
+        self._root = root
+
+    @property
+    def decision(self) -> Decision:
+        return self._decision
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self._end is None:
+            self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        if self._end is None:
+            self._attributes.update(attributes)
+
+    def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
+        if self._end is None and len(self._events) < _MAX_EVENTS:
+            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        if self._end is None and context.is_valid and len(self._links) < _MAX_LINKS:
+            self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if self._end is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end is not None or self._status.status_code is StatusCode.OK:
+            return  # as the SDK: OK is final
+        self._status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        module, qualname = type(exception).__module__, type(exception).__qualname__
+        fields: dict[str, types.AnyValue] = {
+            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            fields.update(attributes)
+        self.add_event("exception", fields, timestamp)
+
+    @property
+    def is_root(self) -> bool:
+        return self._root
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        self._end = end_time or time.time_ns()
+        self._tracer.policy.ended(self)
+
+    def readable(self) -> ReadableSpan:
+        """The SDK's form of this span, as the exporters take it (its trace kept: the sampled flag set)."""
+        ctx = self._context
+        return ReadableSpan(
+            self._name,
+            SpanContext(ctx.trace_id, ctx.span_id, False, _SAMPLED, ctx.trace_state),
+            self._parent,
+            self._tracer.resource,
+            BoundedAttributes(_MAX_ATTRIBUTES, self._attributes, immutable=True),
+            tuple(self._events),
+            tuple(self._links),
+            self._kind,
+            status=self._status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=self._tracer.scope,
+        )
+
+    def __repr__(self) -> str:
+        return f"RecordedSpan(name={self._name!r}, trace_id=0x{self._context.trace_id:032x})"
+
+
+def _new_trace_id() -> int:
+    while not (trace_id := random.getrandbits(128)):  # as the SDK's RandomIdGenerator; 0 is invalid
+        pass
+    return trace_id
+
+
+def _new_span_id() -> int:
+    while not (span_id := random.getrandbits(64)):
+        pass
+    return span_id
+
+
+class OutcomePolicy:
+    """The policy's settings and where its kept spans go; the decisions live on the spans' `Decision`s."""
 
     def __init__(
         self,
         forward: Forward,
+        ratio: float,
         slow_seconds: float,
         *,
-        max_traces: int = 4096,
         max_spans: int = 512,
-        on_overflow: "OverflowCounter | None" = None,
+        on_overflow: OverflowCounter | None = None,
     ) -> None:
-        self._forward = forward
+        self.forward = forward
+        self.ratio = ratio
+        self.bound = ratio_bound(ratio)
         self.slow_ns = int(slow_seconds * 1e9)
-        self._max_traces = max_traces
-        self._max_spans = max_spans
-        self._open: dict[int, _Trace] = {}
-        self._lock = threading.Lock()
+        self.max_spans = max_spans
         self._overflow = on_overflow
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if not _is_local_root(span):
+    def ended(self, span: RecordedSpan) -> None:
+        decision = span.decision
+        if decision.decided:  # its root has ended: the decision made then stands
+            if decision.keep:
+                self.forward.emit(span.readable())
             return
-        ctx = span.get_span_context()
-        evicted = None
-        with self._lock:
-            entry = self._open.get(ctx.trace_id)
-            if entry is not None:  # a second local root in one trace (two requests of one caller's trace)
-                entry.roots += 1
-                entry.keep = entry.keep or ctx.trace_flags.sampled
-                return
-            if len(self._open) >= self._max_traces:  # the oldest: a root that never ended
-                evicted = self._open.pop(next(iter(self._open)))
-            self._open[ctx.trace_id] = _Trace(span.start_time or time.time_ns(), ctx.trace_flags.sampled)
-        if evicted is not None and self._overflow is not None:
-            self._overflow(len(evicted.spans))
+        if span.is_root:
+            decision.decided = True
+            spans, decision.spans = decision.spans, []
+            if decision.keep:
+                for ended in spans:
+                    self.forward.emit(ended.readable())
+                self.forward.emit(span.readable())
+        elif len(decision.spans) < self.max_spans - 1:  # the root always has its place
+            decision.spans.append(span)
+        elif self._overflow is not None:
+            self._overflow(1)
 
-    def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.context
-        assert ctx is not None
-        done = None
-        with self._lock:
-            entry = self._open.get(ctx.trace_id)
-            if entry is None:  # its trace was decided (or never seen): its own flag says
-                if ctx.trace_flags.sampled:
-                    self._forward.emit(span)
-                return
-            if len(entry.spans) < self._max_spans:
-                entry.spans.append(span)
-            elif self._overflow is not None:
-                self._overflow(1)
-            if _is_local_root(span):
-                entry.roots -= 1
-                if entry.roots <= 0:
-                    done = self._open.pop(ctx.trace_id)
-        if done is not None and done.keep:
-            for buffered in done.spans:
-                self._forward.emit(buffered)
+    def keep(self, span: trace.Span) -> None:
+        """Keep the trace of `span` (a request that failed or was slow), whatever its early decision."""
+        if isinstance(span, RecordedSpan):
+            span.decision.keep = True
 
-    def keep(self, ctx: SpanContext) -> None:
-        """Keep the trace of `ctx` (a request that failed or was slow), whatever its early decision."""
-        entry = self._open.get(ctx.trace_id)
-        if entry is not None:
-            entry.keep = True
-
-    def kept_now(self, ctx: SpanContext) -> bool:
-        """Whether the trace of `ctx` is kept as of now: early, marked, or already slower than the limit
+    def kept_now(self, span: trace.Span) -> bool:
+        """Whether the trace of `span` is kept as of now: early, marked, or already slower than the limit
         (a request that is slow at its commit stays slow, so the trace is marked kept here)."""
-        if ctx.trace_flags.sampled:
-            return True
-        entry = self._open.get(ctx.trace_id)
-        if entry is None:
-            return False
-        if not entry.keep and time.time_ns() - entry.started_ns >= self.slow_ns:
-            entry.keep = True
-        return entry.keep
+        if not isinstance(span, RecordedSpan):
+            return span.get_span_context().trace_flags.sampled
+        decision = span.decision
+        if not decision.keep and time.time_ns() - decision.started_ns >= self.slow_ns:
+            decision.keep = True
+        return decision.keep
 
-    def marked(self, ctx: SpanContext) -> bool:
-        """Whether the trace of `ctx` is kept so far (no clock read: for log lines)."""
-        if ctx.trace_flags.sampled:
-            return True
-        entry = self._open.get(ctx.trace_id)
-        return entry is not None and entry.keep
+
+def is_kept(span: trace.Span) -> bool:
+    """The decision on `span`'s trace so far (the early one, or a mark made since; no clock read)."""
+    if isinstance(span, RecordedSpan):
+        return span.decision.keep
+    return span.get_span_context().trace_flags.sampled
+
+
+class OutcomeTracer(trace.Tracer):
+    """Makes `RecordedSpan`s: a child shares its parent's decision, a local root starts one."""
+
+    def __init__(self, policy: OutcomePolicy, resource: Resource, scope: InstrumentationScope) -> None:
+        self.policy = policy
+        self.resource = resource
+        self.scope = scope
+
+    def start_span(  # noqa: PLR0917 - the API's signature
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        start = start_time or time.time_ns()
+        current = trace.get_current_span(context)
+        parent: SpanContext | None = current.get_span_context()
+        assert parent is not None
+        if isinstance(current, RecordedSpan):
+            decision, root = current.decision, False
+            ctx = SpanContext(parent.trace_id, _new_span_id(), False, parent.trace_flags, parent.trace_state)
+        else:
+            root = True
+            if parent.is_valid:  # a remote parent: the caller's (trusted), or the outbox row's
+                trace_id = parent.trace_id
+                early = parent.trace_flags.sampled or (
+                    parent.is_remote and kind is SpanKind.SERVER and in_ratio(trace_id, self.policy.bound)
+                )
+                state = parent.trace_state
+            else:
+                parent, trace_id, state = None, _new_trace_id(), None
+                early = in_ratio(trace_id, self.policy.bound)
+            decision = Decision(early, start)
+            flags = _SAMPLED if early else _NOT_SAMPLED
+            ctx = SpanContext(trace_id, _new_span_id(), False, flags, state)
+        return RecordedSpan(self, decision, name, ctx, parent, kind, attributes, links, start, root)
+
+    @contextmanager  # the API's own decorator is private; this one does the same for `with` and `@`
+    def start_as_current_span(  # type: ignore[override]  # noqa: PLR0917 - the API's signature
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
+class _ForwardOnShutdown(SpanProcessor):
+    """The export queues, flushed and shut down with the provider (spans reach them by `emit`)."""
+
+    def __init__(self, forward: Forward) -> None:
+        self._forward = forward
 
     def shutdown(self) -> None:
-        with self._lock:
-            self._open.clear()  # traces still open at the end were never decided: dropped
         self._forward.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._forward.force_flush(timeout_millis)
 
 
-# The process's policy, set by telemetry.tracing; read here by the log processor (without the exporters).
-active: KeepByOutcome | None = None
+class OutcomeTracerProvider(TracerProvider):
+    """The SDK's provider (resource, shutdown, flush) whose tracers record by outcome."""
 
+    def __init__(self, resource: Resource, policy: OutcomePolicy) -> None:
+        super().__init__(resource=resource, shutdown_on_exit=False)
+        self.policy = policy
+        self.add_span_processor(_ForwardOnShutdown(policy.forward))
+        self._outcome_tracers: dict[tuple[str, str, str | None], OutcomeTracer] = {}
 
-def is_kept(ctx: SpanContext) -> bool:
-    """The decision on `ctx`'s trace so far (the early one, or a mark made since)."""
-    return active.marked(ctx) if active is not None else ctx.trace_flags.sampled
-
-
-class OverflowCounter(Protocol):
-    def __call__(self, spans: int) -> None: ...
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: types.Attributes = None,
+    ) -> trace.Tracer:
+        key = (instrumenting_module_name, instrumenting_library_version or "", schema_url)
+        tracer = self._outcome_tracers.get(key)
+        if tracer is None:
+            scope = InstrumentationScope(*key, attributes)
+            tracer = self._outcome_tracers[key] = OutcomeTracer(self.policy, self.resource, scope)
+        return tracer
 
 
 class Trust(StrEnum):

@@ -16,11 +16,10 @@ from opentelemetry.sdk.trace.sampling import Sampler, _get_from_env_or_default
 from opentelemetry.trace import Span
 
 from user_service import __version__
-from user_service.infrastructure.telemetry import sampling
 from user_service.infrastructure.telemetry.otel_environment import OtelEnvironment, read_otel_environment
 from user_service.infrastructure.telemetry.sampling import (
-    KeepByOutcome,
-    OutcomeSampler,
+    OutcomePolicy,
+    OutcomeTracerProvider,
     TraceparentTrust,
     Trust,
 )
@@ -45,7 +44,7 @@ class TracePolicy:
 
 
 _provider: TracerProvider | None = None
-_outcome: KeepByOutcome | None = None
+_outcome: OutcomePolicy | None = None
 _fanout: "_Fanout | None" = None
 _trust = TraceparentTrust(Trust.IGNORE)
 
@@ -127,16 +126,17 @@ def configure_tracing(
     }
     exporters = _exporters(otel) + ([(exporter, type(exporter).__name__)] if exporter is not None else [])
     queues = [_queue(e, description, otel) for e, description in exporters]
-    sampler: Sampler = OutcomeSampler(policy.sample_ratio)
-    if otel.sampler is not None:
-        sampler = _get_from_env_or_default()
-    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler, shutdown_on_exit=False)
+    resource = Resource.create(attributes)
+    provider: TracerProvider
     if otel.sampler is None:
         _fanout = _Fanout(queues)
-        _outcome = KeepByOutcome(_fanout, policy.slow_seconds, on_overflow=count_buffer_overflow)
-        provider.add_span_processor(_outcome)
-        sampling.active = _outcome
+        _outcome = OutcomePolicy(
+            _fanout, policy.sample_ratio, policy.slow_seconds, on_overflow=count_buffer_overflow
+        )
+        provider = OutcomeTracerProvider(resource, _outcome)
     else:
+        sampler: Sampler = _get_from_env_or_default()
+        provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
         for queue in queues:
             provider.add_span_processor(queue)
     _trust = TraceparentTrust(policy.trust, policy.trust_per_second)
@@ -158,11 +158,10 @@ def continues_incoming_trace() -> bool:
 
 def keep_request(span: Span, *, failed: bool, duration: float) -> bool:
     """The final decision on a request's trace, at its end; True if it is exported."""
-    ctx = span.get_span_context()
     if _outcome is None:
-        return ctx.trace_flags.sampled
-    if failed or duration >= _outcome.slow_ns / 1e9 or _outcome.kept_now(ctx):
-        _outcome.keep(ctx)
+        return span.get_span_context().trace_flags.sampled
+    if failed or duration >= _outcome.slow_ns / 1e9 or _outcome.kept_now(span):
+        _outcome.keep(span)
         return True
     return False
 
@@ -174,8 +173,9 @@ def current_traceparent() -> str | None:
     slower than TRACE_SLOW_SECONDS): the relay exports the publish span of a flagged row only. A request
     that becomes kept only after its commit (slow or failed afterwards) is exported without its publish.
     """
-    ctx = trace.get_current_span().get_span_context()
+    span = trace.get_current_span()
+    ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
-    sampled = _outcome.kept_now(ctx) if _outcome is not None else ctx.trace_flags.sampled
+    sampled = _outcome.kept_now(span) if _outcome is not None else ctx.trace_flags.sampled
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{'01' if sampled else '00'}"
