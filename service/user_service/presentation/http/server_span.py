@@ -25,9 +25,31 @@ class _ScopeHeaders(Getter[list[tuple[bytes, bytes]]]):
 _SCOPE_HEADERS = _ScopeHeaders()
 
 
+def _carries_context(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether any header the propagators read (OTEL_PROPAGATORS: `traceparent`, `baggage`, ...) is there:
+    most requests carry none, and then there is nothing to extract."""
+    fields = _fields()
+    return any(name in fields for name, _ in headers)
+
+
+def _fields() -> frozenset[bytes]:
+    global _propagator, _propagator_fields
+    textmap = propagate.get_global_textmap()
+    if textmap is not _propagator:
+        _propagator, _propagator_fields = textmap, frozenset(f.lower().encode() for f in textmap.fields)
+    return _propagator_fields
+
+
+_propagator: object = None
+_propagator_fields: frozenset[bytes] = frozenset()
+
+
 def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
     """The span, made current; end it with `end`, passing the token."""
-    parent = propagate.extract(scope["headers"], getter=_SCOPE_HEADERS)
+    headers = scope["headers"]
+    parent = otel_context.Context()
+    if _carries_context(headers):
+        parent = propagate.extract(headers, getter=_SCOPE_HEADERS)
     links: list[Link] = []
     caller = trace.get_current_span(parent).get_span_context()
     if caller.is_valid and not tracing.continues_incoming_trace():
