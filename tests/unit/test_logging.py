@@ -3,12 +3,13 @@
 import io
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 import structlog
 
-from user_service.infrastructure.telemetry.logging import configure_logging
+from user_service.infrastructure.telemetry.logging import _timestamp, configure_logging
 
 
 @pytest.fixture
@@ -52,3 +53,17 @@ def test_the_default_is_json_when_not_a_terminal(restore_logging: None) -> None:
     configure_logging("info", stream=stream)
     structlog.get_logger("user_service.test").info("hello")
     assert orjson.loads(stream.getvalue().splitlines()[0])["event"] == "hello"
+
+
+def test_timestamps_are_the_lines_own_time_in_utc_to_the_microsecond() -> None:
+    stamps = []
+    for _ in range(3):
+        before = datetime.now(UTC)
+        text = _timestamp(None, "info", {})["timestamp"]
+        after = datetime.now(UTC)
+        assert text.endswith("Z")
+        parsed = datetime.fromisoformat(text)
+        assert parsed.utcoffset() is not None
+        assert before <= parsed <= after
+        stamps.append(text)
+    assert len(set(stamps)) == 3  # the second's text is reused, the microseconds are each line's

@@ -6,6 +6,7 @@ go through the same processors, so every line has one format and appears once.
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -33,8 +34,18 @@ class _NamedLoggerFactory:
         return _NamedLogger(self._file, str(args[0]) if args else SERVICE)
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    event["timestamp"] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """RFC 3339 in UTC with microseconds (`2026-01-31T12:00:00.123456Z`); the date and time of day are
+    formatted once a second, not once a line."""
+    now = time.time_ns()
+    second, micros = divmod(now // 1000, 1_000_000)
+    if second != _second[0]:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[:] = [second, text]
+    event["timestamp"] = f"{_second[1]}.{micros:06d}Z"
     return event
 
 
