@@ -24,7 +24,8 @@ log = structlog.get_logger(__name__)
 SPANS_DROPPED = Counter(
     "otel_spans_dropped",
     "Spans of kept traces that were not exported: queue_full (the export queue was full), export_failed "
-    "(the collector did not take the batch), buffer_full (a trace outgrew the sampling buffer).",
+    "(the collector did not take the batch), buffer_full (a request made more than the 512 spans a trace "
+    "keeps).",
     ["reason"],
 )
 DROPPED_QUEUE_FULL = SPANS_DROPPED.labels("queue_full")
