@@ -13,11 +13,9 @@ it found it (`healthy()` restores it and waits until every part answers).
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
-import aio_pika
 import httpx
 import orjson
 import pytest
@@ -211,31 +209,3 @@ def session_client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:
         event_hooks={"request": [session.on_request], "response": [session.on_response]},
         **kwargs,
     )
-
-
-@dataclass
-class Feed:
-    """Every `users` event the broker delivered, with the time it arrived (monotonic)."""
-
-    arrivals: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-
-    def of(self, subjects: set[str]) -> list[tuple[float, dict[str, Any]]]:
-        return [(t, e) for t, e in self.arrivals if e["subject"] in subjects]
-
-
-@pytest.fixture
-async def feed(broker_url: str) -> AsyncIterator[Feed]:
-    connection = await aio_pika.connect(broker_url)
-    channel = await connection.channel()
-    exchange = await channel.declare_exchange("users", aio_pika.ExchangeType.TOPIC, durable=True)
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key="user.#")
-    collected = Feed()
-
-    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        collected.arrivals.append((time.monotonic(), orjson.loads(message.body)))
-        await message.ack()
-
-    await queue.consume(on_message)
-    yield collected
-    await connection.close()

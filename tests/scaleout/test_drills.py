@@ -14,7 +14,8 @@ import pytest
 
 from loadtest.problem import PROBLEM_JSON
 from loadtest.traffic import Outcome, send
-from tests.scaleout.conftest import Feed, Rehearsal, readiness, session_client, wait_replayed
+from tests.scaleout.conftest import Rehearsal, readiness, session_client, wait_replayed
+from tests.support.broker import Consumer
 from tests.support.evidence import report
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -87,7 +88,7 @@ def log_events(cluster: Rehearsal, n: int, since: int, event: str) -> list[dict[
     return [line for line in cluster.log_lines(n)[since:] if line.get("event") == event]
 
 
-async def test_relay_leader_killed_under_create_load(cluster: Rehearsal, feed: Feed) -> None:
+async def test_relay_leader_killed_under_create_load(cluster: Rehearsal, consumer: Consumer) -> None:
     deadline = time.monotonic() + 10
     while (leader := cluster.leader()) is None:
         assert time.monotonic() < deadline, "no relay holds the lock"
@@ -112,9 +113,11 @@ async def test_relay_leader_killed_under_create_load(cluster: Rehearsal, feed: F
         arrived: dict[str, float] = {}
         wait_until = max(acknowledged.values()) + 12
         while len(arrived) < len(acknowledged) and time.monotonic() < wait_until:
-            arrived = {e["subject"]: t for t, e in feed.of(subjects) if e["type"] == "user.created"}
+            arrived = {
+                e["subject"]: t for t, e in consumer.arrivals_of(subjects) if e["type"] == "user.created"
+            }
             await asyncio.sleep(0.1)
-        arrived = {e["subject"]: t for t, e in feed.of(subjects) if e["type"] == "user.created"}
+        arrived = {e["subject"]: t for t, e in consumer.arrivals_of(subjects) if e["type"] == "user.created"}
         new_leader = cluster.leader()
     finally:
         cluster.restart_instance(leader)
@@ -292,7 +295,7 @@ async def test_paused_replay_keeps_read_your_writes_and_the_staleness_bound(clus
     assert "all_ok" in marks
 
 
-async def test_pgbouncer_restarted_under_load(cluster: Rehearsal, feed: Feed) -> None:
+async def test_pgbouncer_restarted_under_load(cluster: Rehearsal, consumer: Consumer) -> None:
     log: list[Timed] = []
     marks: dict[str, float] = {}
 
@@ -321,9 +324,12 @@ async def test_pgbouncer_restarted_under_load(cluster: Rehearsal, feed: Feed) ->
     acknowledged = {t.user_id for t in log if t.outcome.status == 201}
     stored = {str(r) for r in await _fetch_ids(cluster, list(acknowledged))}
     deadline = time.monotonic() + 15
-    while acknowledged - {e["subject"] for _, e in feed.of(acknowledged)} and time.monotonic() < deadline:
+    while (
+        acknowledged - {e["subject"] for _, e in consumer.arrivals_of(acknowledged)}
+        and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.1)
-    delivered = {e["subject"] for _, e in feed.of(acknowledged) if e["type"] == "user.created"}
+    delivered = {e["subject"] for _, e in consumer.arrivals_of(acknowledged) if e["type"] == "user.created"}
     report(
         "pgbouncer restarted",
         requests=len(log),

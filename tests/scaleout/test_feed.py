@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.scaleout.conftest import TOKEN, Feed, Rehearsal, session_client
+from tests.scaleout.conftest import TOKEN, Rehearsal, session_client
+from tests.support.broker import Consumer
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -71,7 +72,9 @@ async def replayed(
     return []
 
 
-async def test_change_feed_and_read_your_writes_through_the_balancer(cluster: Rehearsal, feed: Feed) -> None:
+async def test_change_feed_and_read_your_writes_through_the_balancer(
+    cluster: Rehearsal, consumer: Consumer
+) -> None:
     log: list[tuple[str, str, dict[str, Any]]] = []
     clients = [session_client(cluster.url_of_balancer, timeout=10) for _ in range(CLIENTS)]
     started = time.monotonic()
@@ -89,11 +92,13 @@ async def test_change_feed_and_read_your_writes_through_the_balancer(cluster: Re
         expected[user_id].append((event, body))
     subjects = set(expected)
     deadline = time.monotonic() + 20
-    while len({e["id"] for _, e in feed.of(subjects)}) < len(log) and time.monotonic() < deadline:
+    while (
+        len({e["id"] for _, e in consumer.arrivals_of(subjects)}) < len(log) and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.1)
     delivered: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     seen = set()
-    for _, envelope in feed.of(subjects):
+    for _, envelope in consumer.arrivals_of(subjects):
         if envelope["id"] in seen:  # at least once: a repeat is allowed, and ignored
             continue
         seen.add(envelope["id"])

@@ -3,6 +3,7 @@ except in CI (CI set), where a missing broker fails the run."""
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,21 +29,25 @@ def broker_url() -> str:
 
 
 class Consumer:
-    """An exclusive queue bound to the users exchange; collects the envelopes and their properties."""
+    """An exclusive queue bound to the users exchange; collects the envelopes, their properties and the
+    time each arrived (monotonic)."""
 
     def __init__(self) -> None:
         self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
-        self._envelopes: list[dict[str, Any]] = []  # parsed once, as they arrive
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []  # parsed once, as they arrive
         self._arrived = asyncio.Event()
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         self.messages.append(message)
-        self._envelopes.append(orjson.loads(message.body))
+        self.arrivals.append((time.monotonic(), orjson.loads(message.body)))
         self._arrived.set()
         await message.ack()
 
+    def arrivals_of(self, subjects: set[str] | None = None) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, e) for t, e in self.arrivals if subjects is None or e["subject"] in subjects]
+
     def envelopes(self, subjects: set[str] | None = None) -> list[dict[str, Any]]:
-        return [e for e in self._envelopes if subjects is None or e["subject"] in subjects]
+        return [e for _, e in self.arrivals_of(subjects)]
 
     async def wait_for(
         self, count: int, subjects: set[str] | None = None, timeout: float = 20
