@@ -1,4 +1,5 @@
-"""The outcome policy on its own: what reaches the export queue, and why."""
+"""The outcome policy on its own: what reaches the export queue, and why; and when a request's headers
+are read for a trace context at all."""
 
 import gc
 import time
@@ -6,10 +7,12 @@ import weakref
 
 import pytest
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from user_service.infrastructure.telemetry.otel_environment import OtelSettingError, read_otel_environment
 from user_service.infrastructure.telemetry.sampling import (
@@ -21,6 +24,7 @@ from user_service.infrastructure.telemetry.sampling import (
     is_kept,
     ratio_bound,
 )
+from user_service.presentation.http import server_span
 
 
 class Collected:
@@ -272,3 +276,19 @@ def test_otel_values_as_the_sdk_documents_them() -> None:
     queue = read_otel_environment({"OTEL_BSP_MAX_QUEUE_SIZE": "16", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8"})
     assert (queue.max_queue_size, queue.max_export_batch_size) == (16, 8)
     assert read_otel_environment({"OTEL_TRACES_SAMPLER": "always_off"}).sampler == "always_off"
+
+
+def test_a_request_with_no_propagated_header_skips_extraction_and_one_with_any_is_read() -> None:
+    plain = [(b"host", b"x"), (b"accept", b"*/*")]
+    assert not server_span._carries_context(plain)
+    assert server_span._carries_context(
+        [*plain, (b"traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
+    )
+    assert server_span._carries_context([*plain, (b"baggage", b"team=users")])  # the default propagators
+    before = propagate.get_global_textmap()
+    try:
+        propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator()]))
+        assert not server_span._carries_context([*plain, (b"baggage", b"team=users")])  # follows the setting
+        assert server_span._carries_context([*plain, (b"tracestate", b"a=b")])
+    finally:
+        propagate.set_global_textmap(before)
