@@ -19,7 +19,8 @@ Not checked live, because the component that exports their metrics does not run 
   plugin, which the test machines' RabbitMQ does not enable. When the plugin answers on 127.0.0.1:15692
   (or RABBITMQ_PROMETHEUS), the run adds the bundle's `rabbitmq` job and these panels are checked too.
 - Database, panels 5-7 (SQL statements): `traces_spanmetrics_*` is written by Tempo's metrics generator.
-- Telemetry pipeline, panels 7-11 and 14-15: Vector, Loki and Tempo metrics.
+- Telemetry pipeline, panels 7-11 and 14-15: Vector, Loki and Tempo metrics (its panel 16, the service's
+  own dropped spans, is checked).
 These components run in the compose bundle only (no package for the test machines). Loki (LogQL) and
 Tempo (TraceQL) panels are not Prometheus queries and are not part of this check either.
 
