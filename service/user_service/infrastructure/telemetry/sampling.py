@@ -234,7 +234,6 @@ class OutcomePolicy:
         on_overflow: OverflowCounter | None = None,
     ) -> None:
         self.forward = forward
-        self.ratio = ratio
         self.bound = ratio_bound(ratio)
         self.slow_ns = int(slow_seconds * 1e9)
         self.max_spans = max_spans
