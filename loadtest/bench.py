@@ -194,6 +194,13 @@ def read_status(pid: int) -> dict[str, int]:
     return out
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (its threads included), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat", encoding="ascii") as fh:
@@ -382,8 +389,9 @@ def write_markdown(path: Path, info: dict[str, Any], sink: dict[str, int]) -> No
         "",
         "## Latency and errors",
         "",
-        "| shape | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | CPU busy before |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| shape | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | CPU µs / request "
+        "| worker CPU | CPU busy before |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in REPORT_ORDER:
         for target in (floor, off, svc):
@@ -391,7 +399,9 @@ def write_markdown(path: Path, info: dict[str, Any], sink: dict[str, int]) -> No
             if c:
                 lines.append(
                     f"| {shapes[key].label} | {target.label} | {c['rps']:.0f} | {c['p50_ms']:.1f} "
-                    f"| {c['p99_ms']:.1f} | {c['non_2xx']} | {c['socket_errors']} | {c['busy_before']:.0%} |"
+                    f"| {c['p99_ms']:.1f} | {c['non_2xx']} | {c['socket_errors']} "
+                    f"| {c.get('cpu_us_per_request', 0):.0f} | {c.get('cpu_share', 0):.0%} "
+                    f"| {c['busy_before']:.0%} |"
                 )
     lines += [
         "",
@@ -415,6 +425,10 @@ def write_markdown(path: Path, info: dict[str, Any], sink: dict[str, int]) -> No
         "- on / off is the price of telemetry (tracing with export, metrics, access log).",
         "- non-2xx must be 0: a shape that answers errors fast is not a result. Socket errors under load are "
         "usually timeouts (>10 s) and mean the target is saturated.",
+        "- CPU µs / request is the worker's own CPU time (user and system, from /proc/PID/stat) over the "
+        "measured seconds, divided by its requests: what a request costs the process, less moved by other "
+        "work on the machine than req/s. Worker CPU near 100 % means the one worker was the bottleneck; "
+        "well below, it waited on PostgreSQL or the client.",
         "- CPU busy before is the machine's CPU use just before the measurement; a high value means another "
         "workload ran on the machine and the row is less trustworthy.",
         "",
@@ -620,7 +634,12 @@ def measure(args: argparse.Namespace, ids_file: Path) -> None:
             for target in rotated(TARGETS, turn):
                 busy = wait_quiet(max_wait=10)
                 wrk(target, shape, args.warmup, wrk_env)
+                assert target.process is not None
+                cpu_before = process_cpu_seconds(target.process.pid)
                 result = wrk(target, shape, args.seconds, wrk_env)
+                cpu = process_cpu_seconds(target.process.pid) - cpu_before
+                result["cpu_us_per_request"] = cpu / result["requests"] * 1e6 if result["requests"] else 0.0
+                result["cpu_share"] = cpu / args.seconds
                 result["busy_before"] = busy
                 result["round"] = rnd
                 target.results.setdefault(shape.key, []).append(result)
