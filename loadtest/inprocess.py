@@ -1,0 +1,210 @@
+"""What a request costs the service's process, in-process: the app called as ASGI by concurrent clients,
+with no server and no socket, and its CPU time per request (`time.process_time`, the median of the rounds).
+Run under wrk, req/s moves with whatever else the machine does; the CPU a request costs here stays within
+a few µs from run to run, so a part of a few µs can be priced. What it leaves out: the server, the socket,
+and the export of kept spans (spans are made and decided on, `OTEL_TRACES_EXPORTER=none`).
+
+    uv run --group bench python loadtest/inprocess.py [--shape by_id|page] [VARIANT ...]
+
+A variant is `off` (telemetry off), `on` (the default settings), or `on-without-PART[+PART...]`, where a
+part is patched out: `span` (the server span, and with it the SQL spans), `log` (the access line),
+`metrics` (the HTTP metrics), `sql` (the SQL statements' spans and histogram). The default variants are
+`off`, `on` and `on` without each part. Each variant runs in a process of its own, against one scratch
+database of 10,000 seeded users on the server of `--dsn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import DEFAULT_DSN, base_env, seed, seed_rows, service_command
+from scratch_db import create_database, drop_database, with_database
+
+PARTS = ("span", "log", "metrics", "sql")
+DEFAULT_VARIANTS = ["off", "on", *(f"on-without-{part}" for part in PARTS)]
+
+
+def patch_out(part: str) -> None:
+    """Replace one part of the request's telemetry by nothing (in this process only)."""
+    if part == "span":
+        from user_service.presentation.http import server_span
+
+        setattr(server_span, "start", lambda *_: (None, None))  # noqa: B010 - a patch, on purpose
+    elif part == "log":
+        from user_service.presentation.http import access_log
+
+        setattr(access_log, "log_request", lambda *_, **__: None)  # noqa: B010
+    elif part == "metrics":
+        from user_service.presentation.http import request_metrics
+
+        setattr(request_metrics, "started", lambda *_: None)  # noqa: B010
+        setattr(request_metrics, "finished", lambda *_, **__: None)  # noqa: B010
+    elif part == "sql":
+        from user_service.infrastructure.telemetry import sql
+
+        async def plain(_: Any, method: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            return await method(query, *args, **kwargs)
+
+        setattr(sql.TracedConnection, "_traced", plain)  # noqa: B010
+    else:
+        sys.exit(f"inprocess: no part {part!r}; the parts are {', '.join(PARTS)}")
+
+
+async def measure(args: argparse.Namespace, ids: list[str]) -> list[float]:
+    from user_service.main.app import app_from_environment  # the settings are read here
+
+    app = app_from_environment()
+    for part in args.without:
+        patch_out(part)
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    if (started := await outbox.get())["type"] != "lifespan.startup.complete":
+        sys.exit(f"inprocess: the app did not start: {started}")
+    rng = random.Random(7)
+    statuses: dict[int, int] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+    async def one() -> None:
+        path, query = (
+            (f"/users/{rng.choice(ids)}", b"") if args.shape == "by_id" else ("/users/", b"limit=100")
+        )
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 40000),
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "headers": [(b"host", b"127.0.0.1:8000")],
+            "state": {},
+        }
+        await app(scope, receive, send)
+
+    async def client(count: int) -> None:
+        for _ in range(count):
+            await one()
+
+    await client(300)  # warm: the pool's connections, the statement caches, the metric children
+    rounds = []
+    for _ in range(args.rounds):
+        cpu = time.process_time()
+        await asyncio.gather(*(client(args.requests // args.concurrency) for _ in range(args.concurrency)))
+        rounds.append((time.process_time() - cpu) / (args.requests // args.concurrency * args.concurrency))
+    await inbox.put({"type": "lifespan.shutdown"})
+    await lifespan
+    if set(statuses) != {200}:
+        sys.exit(f"inprocess: answers other than 200: {statuses}")
+    return rounds
+
+
+def child(args: argparse.Namespace) -> None:
+    import uvloop
+
+    with open(args.ids_file, encoding="ascii") as fh:
+        ids = [line.strip() for line in fh if line.strip()]
+    rounds = uvloop.run(measure(args, ids))
+    with open(args.result, "w", encoding="ascii") as fh:
+        fh.write(f"{statistics.median(rounds) * 1e6:.1f} {min(rounds) * 1e6:.1f} {max(rounds) * 1e6:.1f}\n")
+
+
+def run_variant(variant: str, args: argparse.Namespace, url: str, ids_file: str) -> tuple[float, ...]:
+    telemetry, _, without = variant.partition("-without-")
+    if telemetry not in ("on", "off") or (without and telemetry == "off"):
+        sys.exit(f"inprocess: no variant {variant!r}: off, on, or on-without-PART[+PART...]")
+    result = Path(ids_file).with_suffix(".result")
+    command = [sys.executable, __file__, "--child", "--ids-file", ids_file, "--shape", args.shape]
+    command += ["--result", str(result)]
+    command += ["--rounds", str(args.rounds), "--requests", str(args.requests)]
+    command += ["--concurrency", str(args.concurrency)]
+    for part in filter(None, without.split("+")):
+        command += ["--without", part]
+    env = {
+        **base_env(),
+        "DATABASE_URL": url,
+        "TELEMETRY_ENABLED": "true" if telemetry == "on" else "false",
+        "OTEL_TRACES_EXPORTER": "none",
+        "LOG_FORMAT": "json",
+    }
+    # The log lines go to a file, as the benchmark's do: a pipe read by this process would cost the
+    # worker more per line than the line itself.
+    with tempfile.TemporaryFile() as log:
+        done = subprocess.run(command, env=env, stdout=log, stderr=log, timeout=600, check=False)
+        if done.returncode != 0:
+            log.seek(0)
+            sys.exit(f"inprocess: {variant} failed: {log.read().decode(errors='replace').strip()[-500:]}")
+    values = tuple(float(x) for x in result.read_text(encoding="ascii").split())
+    result.unlink()
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="*", default=DEFAULT_VARIANTS)
+    parser.add_argument("--shape", choices=("by_id", "page"), default="by_id")
+    parser.add_argument("--dsn", default=os.environ.get("BENCH_DSN", DEFAULT_DSN))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=4000, help="per round")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ids-file", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--without", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    name = f"inprocess_{os.getpid()}"
+    url = asyncio.run(create_database(args.dsn, name))
+    try:
+        migrate = subprocess.run(
+            [*service_command(None), "migrate"],
+            env={**base_env(), "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if migrate.returncode != 0:
+            sys.exit(f"inprocess: migrate failed: {migrate.stderr[-500:]}")
+        rows = seed_rows(10_000)
+        asyncio.run(seed(with_database(args.dsn, name), rows))
+        with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False, encoding="ascii") as fh:
+            fh.write("\n".join(str(r[0]) for r in rows if r[6] is None) + "\n")
+        ids_file = fh.name
+        print(f"{args.shape}, {args.concurrency} clients, {args.rounds} rounds of {args.requests} requests")
+        print(f"{'variant':34} {'CPU µs / request':>17} {'min':>7} {'max':>7}")
+        for variant in args.variants:
+            median, low, high = run_variant(variant, args, url, ids_file)
+            print(f"{variant:34} {median:17.1f} {low:7.1f} {high:7.1f}", flush=True)
+        os.unlink(ids_file)
+    finally:
+        asyncio.run(drop_database(args.dsn, name))
+
+
+if __name__ == "__main__":
+    main()
