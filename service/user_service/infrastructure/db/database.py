@@ -178,11 +178,7 @@ class Database:
         except BaseException as exc:
             if turn:
                 self._turns.give()
-            if isinstance(exc, TimeoutError) and not turn:
-                raise StorageUnavailable(
-                    "no database connection was free in time", StorageCause.POOL_TIMEOUT
-                ) from exc
-            if isinstance(exc, UNAVAILABLE_ERRORS):
+            if isinstance(exc, UNAVAILABLE_ERRORS):  # a timeout included, in either wait
                 raise await self._acquire_failed(exc) from exc
             raise
         finally:
