@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench import DEFAULT_DSN, base_env, seed, seed_rows, service_command
 from scratch_db import create_database, drop_database, with_database
 
@@ -132,16 +134,24 @@ def child(args: argparse.Namespace) -> None:
         fh.write(f"{statistics.median(rounds) * 1e6:.1f} {min(rounds) * 1e6:.1f} {max(rounds) * 1e6:.1f}\n")
 
 
-def run_variant(variant: str, args: argparse.Namespace, url: str, ids_file: str) -> tuple[float, ...]:
+def parse_variant(variant: str) -> tuple[str, list[str]]:
     telemetry, _, without = variant.partition("-without-")
-    if telemetry not in ("on", "off") or (without and telemetry == "off"):
-        sys.exit(f"inprocess: no variant {variant!r}: off, on, or on-without-PART[+PART...]")
+    parts = [part for part in without.split("+") if part]
+    if telemetry not in ("on", "off") or (without and telemetry == "off") or not set(parts) <= set(PARTS):
+        sys.exit(
+            f"inprocess: no variant {variant!r}: off, on, or on-without-PART[+PART...] of {', '.join(PARTS)}"
+        )
+    return telemetry, parts
+
+
+def run_variant(variant: str, args: argparse.Namespace, url: str, ids_file: str) -> tuple[float, ...]:
+    telemetry, parts = parse_variant(variant)
     result = Path(ids_file).with_suffix(".result")
     command = [sys.executable, __file__, "--child", "--ids-file", ids_file, "--shape", args.shape]
     command += ["--result", str(result)]
     command += ["--rounds", str(args.rounds), "--requests", str(args.requests)]
     command += ["--concurrency", str(args.concurrency)]
-    for part in filter(None, without.split("+")):
+    for part in parts:
         command += ["--without", part]
     env = {
         **base_env(),
@@ -178,8 +188,13 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    for variant in args.variants:
+        parse_variant(variant)
     name = f"inprocess_{os.getpid()}"
-    url = asyncio.run(create_database(args.dsn, name))
+    try:
+        url = asyncio.run(create_database(args.dsn, name))
+    except (OSError, asyncpg.PostgresError) as exc:
+        sys.exit(f"inprocess: cannot create a scratch database on {args.dsn}: {exc}")
     try:
         migrate = subprocess.run(
             [*service_command(None), "migrate"],
