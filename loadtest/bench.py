@@ -552,6 +552,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def migrate(service: list[str], url: str) -> None:
+    """The service's own migrations, run on the database of `url`."""
+    done = subprocess.run(
+        [*service, "migrate"],
+        env={**base_env(), "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed for {url}: {done.stderr[-1000:]}")
+
+
 def prepare_databases(
     args: argparse.Namespace, service: list[str], stamp: str, rows: list[tuple[Any, ...]], cleanups: list[Any]
 ) -> None:
@@ -562,16 +576,7 @@ def prepare_databases(
         asyncio.run(create_database(args.dsn, target.database))
         if not args.keep_databases:
             cleanups.append(lambda name=target.database: asyncio.run(drop_database(args.dsn, name)))
-        migrate = subprocess.run(
-            [*service, "migrate"],
-            env={**base_env(), "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"migrate failed for {target.database}: {migrate.stderr[-1000:]}")
+        migrate(service, url)
         asyncio.run(seed(url, rows))
         print(f"bench: {target.database}: migrated, {len(rows):,} users seeded", flush=True)
 

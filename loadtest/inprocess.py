@@ -29,8 +29,8 @@ from typing import Any
 
 import asyncpg
 
-from bench import DEFAULT_DSN, base_env, seed, seed_rows, service_command
-from scratch_db import create_database, drop_database, with_database
+from bench import DEFAULT_DSN, base_env, migrate, seed, seed_rows, service_command
+from scratch_db import create_database, drop_database
 
 PARTS = ("span", "log", "metrics", "sql")
 DEFAULT_VARIANTS = ["off", "on", *(f"on-without-{part}" for part in PARTS)]
@@ -196,18 +196,12 @@ def main() -> None:
     except (OSError, asyncpg.PostgresError) as exc:
         sys.exit(f"inprocess: cannot create a scratch database on {args.dsn}: {exc}")
     try:
-        migrate = subprocess.run(
-            [*service_command(None), "migrate"],
-            env={**base_env(), "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            sys.exit(f"inprocess: migrate failed: {migrate.stderr[-500:]}")
+        try:
+            migrate(service_command(None), url)
+        except RuntimeError as exc:
+            sys.exit(f"inprocess: {exc}")
         rows = seed_rows(10_000)
-        asyncio.run(seed(with_database(args.dsn, name), rows))
+        asyncio.run(seed(url, rows))
         with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False, encoding="ascii") as fh:
             fh.write("\n".join(str(r[0]) for r in rows if r[6] is None) + "\n")
         ids_file = fh.name
