@@ -156,6 +156,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--service-cmd")
     args = parser.parse_args()
+    wanted, keys = args.shapes.split(","), [s.key for s in SHAPES]
+    if unknown := [key for key in wanted if key not in keys]:
+        parser.error(f"--shapes: no shape {', '.join(unknown)}; the shapes are {', '.join(keys)}")
+    if unknown := [t for t in args.targets.split(",") if t not in ("service", "service-off")]:
+        parser.error(f"--targets: no target {', '.join(unknown)}; the targets are service, service-off")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: {exc.strerror}")
     service = service_command(args.service_cmd)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     logs = HERE / "results" / "tmp" / f"profile-{stamp}"
@@ -165,7 +174,7 @@ def main() -> int:
     ids_file = logs / "ids.txt"
     live = [str(r[0]) for r in rows if r[6] is None]
     ids_file.write_text("\n".join(random.Random(7).sample(live, 1000)) + "\n", encoding="ascii")
-    shapes = [s for s in SHAPES if s.key in args.shapes.split(",")]
+    shapes = [s for s in SHAPES if s.key in wanted]
     results: dict[str, dict[str, dict[str, float]]] = {}
     wrk_lines: dict[str, dict[str, str]] = {}
     with cleanup_on_exit() as cleanups:
