@@ -119,6 +119,9 @@ def leaves(stacks: collections.Counter[str], top: int = 40) -> list[tuple[float,
     return [(count / total, frame) for frame, count in own.most_common(top)]
 
 
+TARGETS = ("service", "service-off")  # telemetry on (its defaults) and off
+
+
 def run_wrk(port: int, shape_script: str, path: str, seconds: int, ids_file: Path) -> str:
     cmd = [
         "wrk",
@@ -151,7 +154,7 @@ def main() -> int:
     parser.add_argument("--dsn", default=DEFAULT_DSN)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    parser.add_argument("--targets", default="service,service-off")
+    parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--shapes", default=",".join(s.key for s in SHAPES))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--service-cmd")
@@ -159,8 +162,8 @@ def main() -> int:
     wanted, keys = args.shapes.split(","), [s.key for s in SHAPES]
     if unknown := [key for key in wanted if key not in keys]:
         parser.error(f"--shapes: no shape {', '.join(unknown)}; the shapes are {', '.join(keys)}")
-    if unknown := [t for t in args.targets.split(",") if t not in ("service", "service-off")]:
-        parser.error(f"--targets: no target {', '.join(unknown)}; the targets are service, service-off")
+    if unknown := [t for t in args.targets.split(",") if t not in TARGETS]:
+        parser.error(f"--targets: no target {', '.join(unknown)}; the targets are {', '.join(TARGETS)}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
