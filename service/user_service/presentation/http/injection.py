@@ -21,7 +21,8 @@ from dishka import AsyncContainer
 from dishka.exceptions import NoFactoryError
 from dishka.integrations.base import default_parse_dependency, wrap_injection
 from fastapi import FastAPI, Request
-from fastapi.routing import APIRoute
+
+from user_service.presentation.http.absent_headers import AbsentHeadersRoute
 
 _REQUEST = Parameter(name="___dishka_request", annotation=Request, kind=Parameter.KEYWORD_ONLY)
 
@@ -74,7 +75,7 @@ def _app_scoped_first(
     return injected
 
 
-class InjectedRoute(APIRoute):
+class InjectedRoute(AbsentHeadersRoute):
     """A route whose `FromDishka[...]` parameters come from the app's container: from its app scope
     when every one lives there, else from a request scope opened around the call."""
 
