@@ -24,6 +24,10 @@ def make_app(route_class: type[Any]) -> FastAPI:
     async def item(number: int, tag: Tag = None, other: Other = None) -> dict[str, object]:
         return {"number": number, "tag": tag, "other": other}
 
+    @router.get("/old-style")
+    async def old_style(tag: str | None = Header(None, alias="X-Tag")) -> dict[str, object]:
+        return {"tag": tag}
+
     @router.get("/required")
     async def required(needed: Required, tag: Tag = None) -> dict[str, object]:
         return {"needed": needed, "tag": tag}
@@ -47,6 +51,8 @@ CASES = [
     ("/items/7", {"X-Tag": "ABC"}),  # fails the pattern: 422
     ("/items/seven", {"X-Tag": "ABC"}),  # two errors, the path's and the header's
     ("/items/seven", None),
+    ("/old-style", None),  # its Python default is a Header: never skipped
+    ("/old-style", {"X-Tag": "abc"}),
     ("/required", {"X-Required": "yes"}),
     ("/required", None),  # a required header is never skipped: 422
     ("/required", {"X-Tag": "1"}),

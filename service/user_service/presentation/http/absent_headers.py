@@ -20,13 +20,14 @@ any other, solving every parameter.
 
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from inspect import signature
 from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]  # what a route class's handler is
 
 
 class AbsentHeadersRoute(APIRoute):
@@ -36,7 +37,10 @@ class AbsentHeadersRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         whole = super().get_route_handler()
         dependant = self.dependant
-        # Only a parameter named by its own alias, defaulting to None: absent, FastAPI passes it None.
+        # Only a parameter named by its own alias whose default is None, in FastAPI's field and in the
+        # function's signature (not `= Header(None)`): absent, FastAPI would pass None, and left out, the
+        # function takes None.
+        defaults = {name: p.default for name, p in signature(self.endpoint).parameters.items()}
         skippable = [
             field
             for field in dependant.header_params
@@ -44,6 +48,8 @@ class AbsentHeadersRoute(APIRoute):
             and not field.field_info.is_required()
             and field.field_info.default is None
             and not field.field_info.validate_default
+            and field.name in defaults
+            and defaults[field.name] is None
         ]
         if not skippable:
             return whole

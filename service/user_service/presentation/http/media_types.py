@@ -10,22 +10,18 @@
   `Accept-Encoding: identity` for a coding (RFC 9110 §15.5.16).
 """
 
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
+from user_service.presentation.http.absent_headers import Handler
 from user_service.presentation.http.injection import InjectedRoute
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 _JSON_HEADER = (b"content-type", JSON.encode())
-
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class UnsupportedMediaType(HTTPException):
