@@ -5,6 +5,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
+from structlog.testing import capture_logs
+
 from user_service.application.errors import StorageUnavailable
 from user_service.infrastructure.db.database import Database
 from user_service.infrastructure.db.replica import (
@@ -145,3 +147,43 @@ async def test_without_a_replica_every_read_is_the_primarys() -> None:
     assert reads.state is ReplicaState.DISABLED
     with reading_after(500):
         assert await served_by(reads) == "primary"
+
+
+def routing_lines(logs: list[dict[str, Any]]) -> list[str]:
+    return [line["event"] for line in logs if line["event"] != "replica check failed"]
+
+
+async def test_one_line_when_reads_fall_back_and_one_when_they_return() -> None:
+    primary, replica = Server("primary", 100), Server("replica", 100, replica=True)
+    reads = routing(primary, replica, max_staleness=0.05)
+    with capture_logs() as logs:
+        await reads.check()
+        time.sleep(0.06)  # past the bound: lagging
+        assert await served_by(reads) == "primary"
+        replica.down = True  # then the server stops: down, the same fallback
+        await reads.check()
+        assert await served_by(reads) == "primary"
+        await reads.check()
+        replica.down = False
+        await reads.check()
+    assert reads.state is ReplicaState.OK
+    assert routing_lines(logs) == [
+        "reads on the replica",
+        "reads fall back to the primary",
+        "replica still serves no read",
+        "reads on the replica",
+    ]
+    assert [line["log_level"] for line in logs] == ["info", "warning", "info", "info"]
+    assert logs[2]["replica"] == "down"
+    assert logs[2]["previous"] == "lagging"
+
+
+async def test_a_replica_down_at_the_first_check_is_told_once() -> None:
+    primary, replica = Server("primary", 100), Server("replica", 100, replica=True)
+    replica.down = True
+    reads = routing(primary, replica)
+    with capture_logs() as logs:
+        await reads.check()
+        await reads.check()
+    assert routing_lines(logs) == ["reads fall back to the primary"]
+    assert logs[0]["reason"] == "unreachable"

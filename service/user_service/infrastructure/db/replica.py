@@ -16,7 +16,8 @@ position on the primary, so it means the same to every instance behind the load 
 
 **Fallback.** A replica that is down, lagging past the bound, or not a replica at all (not in recovery)
 serves no read; a read whose replica connection fails is run again on the primary. The state is in
-readiness, in `db_replica_serving` and `db_client_reads_total`, and in one log line per transition.
+readiness, in `db_replica_serving` and `db_client_reads_total`, and in one log line when reads fall back
+and one when they return, however many states the replica passes through in between.
 """
 
 import asyncio
@@ -88,6 +89,7 @@ class ReadRouting:
         self.settings = settings or ReplicaSettings()
         self.state = ReplicaState.DOWN if replica is not None else ReplicaState.DISABLED
         self.reason = "not checked yet" if replica is not None else ""
+        self._checked = False  # the first check tells its state whatever it is
         self.replayed = 0  # how far the replica has replayed, as last seen
         self._fresh_as_of = float("-inf")  # the replica holds every write acknowledged before this
         self._samples: deque[tuple[float, int]] = deque(maxlen=64)  # (sent at, primary's position)
@@ -163,17 +165,23 @@ class ReadRouting:
         self._set(ReplicaState.LAGGING, f"more than {self.settings.max_staleness:g} s of writes not replayed")
 
     def _set(self, state: ReplicaState, reason: str) -> None:
-        if state is self.state:
+        checked, self._checked = self._checked, True
+        if state is self.state and checked:
             return
         previous, self.state, self.reason = self.state, state, reason
         if state is ReplicaState.DOWN:
             # What comes back may be another server (a replica rebuilt, a failover): known afresh.
             self.replayed, self._fresh_as_of = 0, float("-inf")
         metrics.DB_REPLICA_SERVING.set(1 if state is ReplicaState.OK else 0)
+        # The fallback and the return get one line each; a change between the states that serve no
+        # read (lagging, then down as the server stops) is the same fallback, told at info.
         if state is ReplicaState.OK:
             log.info("reads on the replica", previous=previous.value)
-        else:
+        elif previous is ReplicaState.OK or not checked:
             log.warning("reads fall back to the primary", replica=state.value, reason=reason)
+        else:
+            log.info("replica still serves no read", replica=state.value, reason=reason,
+                     previous=previous.value)  # fmt: skip
 
     async def run(self, read: Callable[[Connection], Awaitable[T]]) -> T:
         """`read` on the replica when it may serve it (bound and token), else on the primary."""
