@@ -210,7 +210,7 @@ async def test_replica_stopped_under_read_load(cluster: Rehearsal) -> None:
     assert "all_ok" in states, "reads did not return to the replica"
     assert after, "no reads after the replica came back"
     assert served_after > 0
-    # One line per transition, not one per request.
+    # One fallback line and one return line per instance: not one per request, nor one per state passed.
     assert fell_back == [1, 1, 1]
     assert returned == [1, 1, 1]
     assert all(metric(i.url, "db_replica_serving") == 1 for i in cluster.instances)
