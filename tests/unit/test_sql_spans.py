@@ -1,12 +1,15 @@
-"""SQL statement spans: named by statement type, children of a recording span only, errors marked."""
+"""SQL statement spans: named by statement type, children of a recording span only, errors marked; the same
+whether the SDK makes them (OTEL_TRACES_SAMPLER) or the outcome policy records them after they ended."""
 
 import asyncpg
 import pytest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 
 from user_service.infrastructure.telemetry import sql
+from user_service.infrastructure.telemetry.sampling import OutcomePolicy, OutcomeTracerProvider
 from user_service.infrastructure.telemetry.sql import (
     ReplicaTracedConnection,
     TracedConnection,
@@ -21,6 +24,13 @@ class Collect(SpanExporter):
     def export(self, spans: object) -> SpanExportResult:
         self.spans.extend(spans)  # type: ignore[arg-type]
         return SpanExportResult.SUCCESS
+
+    # The outcome policy's side: its kept spans arrive one by one.
+    def emit(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 @pytest.mark.parametrize(
@@ -40,11 +50,17 @@ def test_the_operation_name_is_the_statement_type(query: str, name: str) -> None
     assert operation_name(query) == name
 
 
-@pytest.fixture
-def tracing(monkeypatch: pytest.MonkeyPatch) -> tuple[TracerProvider, Collect]:
-    provider, exported = TracerProvider(), Collect()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    monkeypatch.setattr(sql, "_tracer", provider.get_tracer("test"))
+@pytest.fixture(params=["sdk", "outcome"])
+def tracing(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[TracerProvider, Collect]:
+    exported = Collect()
+    if request.param == "sdk":
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        monkeypatch.setattr(sql, "_tracer", provider.get_tracer("test"))
+    else:  # every trace kept, so every statement's span is seen
+        provider = OutcomeTracerProvider(Resource.create({}), OutcomePolicy(exported, 1.0, 60.0))
     return provider, exported
 
 
@@ -76,6 +92,10 @@ async def test_statements_are_children_of_the_recording_span_and_errors_are_mark
         assert span.attributes["db.namespace"]
         assert not {"db.system", "db.name", "db.statement", "net.peer.name"} & set(span.attributes)
         assert span.attributes["db.instance.role"] == "primary"
+        assert span.start_time is not None
+        assert span.end_time is not None
+        assert span.start_time <= span.end_time
+    assert len({s.context.span_id for s in statements}) == 3
     assert statements[0].attributes is not None
     assert statements[0].attributes["db.query.text"] == "SELECT $1::int AS n"
     unset, error = StatusCode.UNSET, StatusCode.ERROR
@@ -132,3 +152,35 @@ async def test_every_statement_is_timed_recorded_or_not(
         await replica.close()
     assert _statements_timed("SELECT", "primary") == selects + 3
     assert _statements_timed("SELECT", "replica") == replica_selects + 1
+
+
+async def test_the_policy_records_a_statement_after_it_ended_and_drops_it_with_its_trace(
+    database_url: str,
+) -> None:
+    kept, dropped = Collect(), Collect()
+    roots = []
+    conn = await asyncpg.connect(database_url, connection_class=TracedConnection)
+    try:
+        for ratio, exported in ((1.0, kept), (0.0, dropped)):
+            provider = OutcomeTracerProvider(Resource.create({}), OutcomePolicy(exported, ratio, 60.0))
+            with provider.get_tracer("test").start_as_current_span("request", kind=SpanKind.SERVER) as root:
+                roots.append(root)
+                await conn.fetchval("SELECT 1")
+                assert exported.spans == []  # held until the request's span ends
+    finally:
+        await conn.close()
+    assert dropped.spans == []
+    statement, request = kept.spans
+    assert request.name == "request"
+    assert statement.instrumentation_scope is not None
+    assert statement.instrumentation_scope.name == "user_service.sql"
+    assert statement.context.trace_id == roots[0].get_span_context().trace_id
+    assert statement.parent is not None
+    assert statement.parent.span_id == request.context.span_id
+    assert statement.context.trace_flags.sampled
+    assert statement.resource is request.resource
+    assert request.start_time is not None
+    assert request.end_time is not None
+    assert statement.start_time is not None
+    assert statement.end_time is not None
+    assert request.start_time <= statement.start_time <= statement.end_time <= request.end_time

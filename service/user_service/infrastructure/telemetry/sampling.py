@@ -10,6 +10,8 @@
   answer in every process); a root whose parent is remote and not a server span (the relay's publish
   span, whose parent is the outbox row's `traceparent`) follows that parent's flag, which is the request's
   decision at its commit. `keep` marks it later: the request failed or was slow.
+- A child that is over as soon as it is known (an SQL statement, `RecordedSpan.record_child`) is recorded
+  in one step, after it ended: its fields only, its span id made if the trace is kept.
 - When the root ends, a kept trace's spans become the SDK's `ReadableSpan`s and go to the export queues;
   a dropped one costs nothing more. A request that never ends holds nothing global: its spans go with it.
   A trace keeps at most `max_spans` spans; the rest are counted as dropped. A span that ends after its
@@ -41,6 +43,7 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _MAX_ATTRIBUTES = 128  # the SDK's default span limits, applied when a kept span is exported
 _MAX_EVENTS = 128
 _MAX_LINKS = 128
+UNSET_STATUS = Status(StatusCode.UNSET)  # immutable: one for every span that sets none
 
 
 def ratio_bound(ratio: float) -> int:
@@ -75,7 +78,7 @@ class Decision:
         self.keep = keep
         self.started_ns = started_ns
         self.decided = False
-        self.spans: list[RecordedSpan] = []
+        self.spans: list[RecordedSpan | EndedChild] = []
 
 
 class RecordedSpan(trace.Span):
@@ -119,7 +122,7 @@ class RecordedSpan(trace.Span):
         self._attributes: dict[str, types.AnyValue] = dict(attributes) if attributes else {}
         self._links = list(links) if links else []
         self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
+        self._status = UNSET_STATUS
         self._start = start_time
         self._end: int | None = None
         self._root = root
@@ -181,11 +184,31 @@ class RecordedSpan(trace.Span):
     def is_root(self) -> bool:
         return self._root
 
+    @property
+    def resource(self) -> Resource:
+        return self._tracer.resource
+
     def end(self, end_time: int | None = None) -> None:
         if self._end is not None:
             return
         self._end = end_time or time.time_ns()
         self._tracer.policy.ended(self)
+
+    def record_child(  # noqa: PLR0917 - a span's fields
+        self,
+        scope: InstrumentationScope,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, types.AnyValue],
+        start_time: int,
+        end_time: int,
+        status: Status = UNSET_STATUS,
+    ) -> None:
+        """A child of this span that has already ended, recorded in one step (no span object while it ran,
+        no span id unless its trace is kept); it follows this span's decision like any child."""
+        self._tracer.policy.ended(
+            EndedChild(self, scope, name, kind, attributes, start_time, end_time, status)
+        )
 
     def readable(self) -> ReadableSpan:
         """The SDK's form of this span, as the exporters take it (its trace kept: the sampled flag set)."""
@@ -207,6 +230,62 @@ class RecordedSpan(trace.Span):
 
     def __repr__(self) -> str:
         return f"RecordedSpan(name={self._name!r}, trace_id=0x{self._context.trace_id:032x})"
+
+
+class EndedChild:
+    """A child recorded after it ended (`RecordedSpan.record_child`): a statement's fields until export."""
+
+    __slots__ = (
+        "_attributes",
+        "_end",
+        "_kind",
+        "_name",
+        "_parent",
+        "_scope",
+        "_start",
+        "_status",
+        "decision",
+    )
+
+    is_root = False
+
+    def __init__(  # noqa: PLR0917 - a span's fields
+        self,
+        parent: RecordedSpan,
+        scope: InstrumentationScope,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, types.AnyValue],
+        start_time: int,
+        end_time: int,
+        status: Status,
+    ) -> None:
+        self.decision = parent.decision
+        self._parent = parent
+        self._scope = scope
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._start = start_time
+        self._end = end_time
+        self._status = status
+
+    def readable(self) -> ReadableSpan:
+        parent = self._parent.get_span_context()
+        return ReadableSpan(
+            self._name,
+            SpanContext(parent.trace_id, _new_span_id(), False, _SAMPLED, parent.trace_state),
+            parent,
+            self._parent.resource,
+            BoundedAttributes(_MAX_ATTRIBUTES, self._attributes, immutable=True),
+            (),
+            (),
+            self._kind,
+            status=self._status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=self._scope,
+        )
 
 
 def _new_trace_id() -> int:
@@ -239,7 +318,7 @@ class OutcomePolicy:
         self.max_spans = max_spans
         self._overflow = on_overflow
 
-    def ended(self, span: RecordedSpan) -> None:
+    def ended(self, span: "RecordedSpan | EndedChild") -> None:
         decision = span.decision
         if decision.decided:  # its root has ended: the decision made then stands
             if decision.keep:

@@ -26,13 +26,18 @@ from typing import Any
 
 import asyncpg
 from opentelemetry import trace
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AnyValue
 from prometheus_client.metrics import Histogram
 
 from user_service.infrastructure.telemetry.metrics import DB_OPERATION_DURATION
+from user_service.infrastructure.telemetry.sampling import UNSET_STATUS, RecordedSpan
 
 SYSTEM = "postgresql"
-_tracer = trace.get_tracer("user_service.sql")
+_SCOPE_NAME = "user_service.sql"
+_tracer = trace.get_tracer(_SCOPE_NAME)
+_SCOPE = InstrumentationScope(_SCOPE_NAME)
 _FIRST_STATEMENT = re.compile(
     r"\s*WITH\s+\w+\s+AS\s*\(\s*(INSERT|UPDATE|DELETE|SELECT|MERGE)\b", re.IGNORECASE
 )
@@ -80,12 +85,38 @@ class TracedConnection(asyncpg.Connection):
     async def _traced(self, method: Any, query: str, *args: Any, **kwargs: Any) -> Any:
         operation = operation_name(query)
         duration = _duration_of(operation, self.role)
-        started = time.perf_counter()
-        if not trace.get_current_span().is_recording():
+        current = trace.get_current_span()
+        if not current.is_recording():
+            started = time.perf_counter()
             try:
                 return await method(query, *args, **kwargs)
             finally:
                 duration.observe(time.perf_counter() - started)
+        if not isinstance(current, RecordedSpan):  # the SDK's own spans (OTEL_TRACES_SAMPLER)
+            return await self._sdk_traced(operation, duration, method, query, *args, **kwargs)
+        start_ns, started = time.time_ns(), time.perf_counter()
+        attributes: dict[str, AnyValue] = {
+            **self._span_attributes,
+            "db.query.text": query,
+            "db.operation.name": operation,
+        }
+        status = UNSET_STATUS
+        try:
+            return await method(query, *args, **kwargs)
+        except BaseException as exc:
+            status = Status(StatusCode.ERROR, type(exc).__name__)
+            attributes["error.type"] = type(exc).__qualname__
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            duration.observe(elapsed)
+            end_ns = start_ns + int(elapsed * 1e9)
+            current.record_child(_SCOPE, operation, SpanKind.CLIENT, attributes, start_ns, end_ns, status)
+
+    async def _sdk_traced(
+        self, operation: str, duration: Histogram, method: Any, query: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        started = time.perf_counter()
         span = _tracer.start_span(
             operation,
             kind=SpanKind.CLIENT,

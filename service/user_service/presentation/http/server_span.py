@@ -48,14 +48,14 @@ def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
     """The span, made current; end it with `end`, passing the token."""
     headers = scope["headers"]
     parent = otel_context.Context()
+    links: list[Link] = []
     if _carries_context(headers):
         parent = propagate.extract(headers, getter=_SCOPE_HEADERS)
-    links: list[Link] = []
-    caller = trace.get_current_span(parent).get_span_context()
-    if caller.is_valid and not tracing.continues_incoming_trace():
-        # A new trace of its own: the caller neither picks the trace id nor forces it to be kept.
-        links.append(Link(caller, {"link.reason": "untrusted_traceparent"}))
-        parent = otel_context.Context()
+        caller = trace.get_current_span(parent).get_span_context()
+        if caller.is_valid and not tracing.continues_incoming_trace():
+            # A new trace of its own: the caller neither picks the trace id nor forces it to be kept.
+            links.append(Link(caller, {"link.reason": "untrusted_traceparent"}))
+            parent = otel_context.Context()
     attributes: dict[str, str | int] = {
         "http.request.method": method,
         "url.path": path,
