@@ -59,7 +59,7 @@ def test_timestamps_are_the_lines_own_time_in_utc_to_the_microsecond() -> None:
     stamps = []
     for _ in range(3):
         before = datetime.now(UTC)
-        text = _timestamp(None, "info", {})["timestamp"]
+        text = _timestamp()
         after = datetime.now(UTC)
         assert text.endswith("Z")
         parsed = datetime.fromisoformat(text)

@@ -37,7 +37,7 @@ class _NamedLoggerFactory:
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its text
 
 
-def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+def _timestamp() -> str:
     """RFC 3339 in UTC with microseconds (`2026-01-31T12:00:00.123456Z`); the date and time of day are
     formatted once a second, not once a line."""
     now = time.time_ns()
@@ -45,33 +45,25 @@ def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     if second != _second[0]:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second[:] = [second, text]
-    event["timestamp"] = f"{_second[1]}.{micros:06d}Z"
-    return event
+    return f"{_second[1]}.{micros:06d}Z"
 
 
-def _service(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    event["service"] = SERVICE
-    return event
+def _standard_fields(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """What every line carries, in one processor rather than one each (every line runs them):
 
-
-def _logger_name(logger: WrappedLogger, _: str, event: EventDict) -> EventDict:
-    if "logger" not in event:
-        record = event.get("_record")
-        event["logger"] = record.name if record is not None else getattr(logger, "name", SERVICE)
-    return event
-
-
-def _level(_: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    - `level` (the record's for the standard library's, `warn` as `warning`, `exception` as `error`),
+      `logger` (the record's name, or the structlog logger's), `timestamp`, `service`;
+    - the active OpenTelemetry span's `trace_id` and `span_id`, and whether its trace is exported
+      (`trace_sampled`: the decision so far; the access line carries the final one): here, because
+      structlog bypasses logging's hooks.
+    """
     record = event.get("_record")
     level = record.levelname.lower() if record is not None else method
     event["level"] = "warning" if level == "warn" else ("error" if level == "exception" else level)
-    return event
-
-
-def _trace_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """The active OpenTelemetry span's ids, and whether its trace is exported (`trace_sampled`: the decision
-    so far; the access line carries the final one): a processor, because structlog bypasses logging's hooks.
-    """
+    if "logger" not in event:
+        event["logger"] = record.name if record is not None else getattr(logger, "name", SERVICE)
+    event["timestamp"] = _timestamp()
+    event["service"] = SERVICE
     span = trace.get_current_span()
     ctx = span.get_span_context()
     if ctx.is_valid:
@@ -87,14 +79,7 @@ def _orjson(_: WrappedLogger, __: str, event: EventDict) -> str:
 
 
 def _shared(json: bool) -> list[Processor]:
-    processors: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        _level,
-        _logger_name,
-        _timestamp,
-        _service,
-        _trace_context,
-    ]
+    processors: list[Processor] = [structlog.contextvars.merge_contextvars, _standard_fields]
     if json:
         processors.append(structlog.processors.format_exc_info)
     return processors
