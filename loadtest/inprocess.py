@@ -11,6 +11,13 @@ part is patched out: `span` (the server span, and with it the SQL spans), `log` 
 `metrics` (the HTTP metrics), `sql` (the SQL statements' spans and histogram). The default variants are
 `off`, `on` and `on` without each part. Each variant runs in a process of its own, against one scratch
 database of 10,000 seeded users on the server of `--dsn`.
+
+`--instructions` runs each variant under valgrind's callgrind and counts the instructions a request
+costs the process instead of its CPU time: about 50 times slower, but the same count from run to run
+whatever else the machine does (the rounds of a run within 1–4 % at 8 clients; more clients make more
+of the path depend on timing), so a change of a few percent on a shared machine shows. Counters are
+zeroed before each round and dumped after it (`callgrind_control`, Debian's `valgrind`); the kernel's
+work (the write of a log line, the socket) is not counted.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import argparse
 import asyncio
 import os
 import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -114,14 +123,47 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> list[float]:
     await client(300)  # warm: the pool's connections, the statement caches, the metric children
     rounds = []
     for _ in range(args.rounds):
+        if args.instructions:
+            callgrind("--zero")
         cpu = time.process_time()
         await asyncio.gather(*(client(args.requests // args.concurrency) for _ in range(args.concurrency)))
-        rounds.append((time.process_time() - cpu) / (args.requests // args.concurrency * args.concurrency))
+        rounds.append((time.process_time() - cpu) / requests_per_round(args))
+        if args.instructions:
+            callgrind("--dump")
     await inbox.put({"type": "lifespan.shutdown"})
     await lifespan
     if set(statuses) != {200}:
         sys.exit(f"inprocess: answers other than 200: {statuses}")
     return rounds
+
+
+def requests_per_round(args: argparse.Namespace) -> int:
+    return int(args.requests // args.concurrency * args.concurrency)
+
+
+def callgrind(option: str) -> None:
+    """Zero or dump this process's instruction counters (it runs under callgrind)."""
+    subprocess.run(
+        ["callgrind_control", option, str(os.getpid())], check=True, capture_output=True, timeout=300
+    )
+
+
+def instructions_per_request(out_dir: str, args: argparse.Namespace) -> tuple[float, ...]:
+    """Thousands of instructions per request of each round's dump: the median, the least, the most."""
+    dumps = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(out_dir)
+        if (m := re.fullmatch(r"callgrind\.\d+\.(\d+)", name))
+    )
+    if len(dumps) != args.rounds:
+        sys.exit(f"inprocess: {len(dumps)} callgrind dumps for {args.rounds} rounds in {out_dir}")
+    values = []
+    for _, name in dumps:
+        text = Path(out_dir, name).read_text(encoding="utf-8", errors="replace")
+        if not (m := re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)):
+            sys.exit(f"inprocess: no instruction total in {name}")
+        values.append(int(m.group(1)) / requests_per_round(args) / 1000)
+    return statistics.median(values), min(values), max(values)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -153,6 +195,10 @@ def run_variant(variant: str, args: argparse.Namespace, url: str, ids_file: str)
     command += ["--concurrency", str(args.concurrency)]
     for part in parts:
         command += ["--without", part]
+    out_dir = tempfile.mkdtemp(prefix="inprocess-callgrind-")
+    if args.instructions:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.%p", *command]
+        command.append("--instructions")
     env = {
         **base_env(),
         "DATABASE_URL": url,
@@ -169,6 +215,9 @@ def run_variant(variant: str, args: argparse.Namespace, url: str, ids_file: str)
             sys.exit(f"inprocess: {variant} failed: {log.read().decode(errors='replace').strip()[-500:]}")
     values = tuple(float(x) for x in result.read_text(encoding="ascii").split())
     result.unlink()
+    if args.instructions:
+        values = instructions_per_request(out_dir, args)
+    shutil.rmtree(out_dir, ignore_errors=True)
     return values
 
 
@@ -180,6 +229,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=4000, help="per round")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions under valgrind's callgrind instead of CPU time (see above)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--ids-file", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -206,7 +260,10 @@ def main() -> None:
             fh.write("\n".join(str(r[0]) for r in rows if r[6] is None) + "\n")
         ids_file = fh.name
         print(f"{args.shape}, {args.concurrency} clients, {args.rounds} rounds of {args.requests} requests")
-        print(f"{'variant':34} {'CPU µs / request':>17} {'min':>7} {'max':>7}")
+        unit = "k instructions / request" if args.instructions else "CPU µs / request"
+        if args.instructions and shutil.which("callgrind_control") is None:
+            sys.exit("inprocess: --instructions needs valgrind (Debian: apt-get install valgrind)")
+        print(f"{'variant':34} {unit:>17} {'min':>7} {'max':>7}")
         for variant in args.variants:
             median, low, high = run_variant(variant, args, url, ids_file)
             print(f"{variant:34} {median:17.1f} {low:7.1f} {high:7.1f}", flush=True)
