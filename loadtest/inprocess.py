@@ -4,7 +4,10 @@ Run under wrk, req/s moves with whatever else the machine does; the CPU a reques
 a few µs from run to run, so a part of a few µs can be priced. What it leaves out: the server, the socket,
 and the export of kept spans (spans are made and decided on, `OTEL_TRACES_EXPORTER=none`).
 
-    uv run --group bench python loadtest/inprocess.py [--shape by_id|page] [VARIANT ...]
+    uv run --group bench python loadtest/inprocess.py [--shape by_id|page|create] [VARIANT ...]
+
+The shapes: `GET /users/{id}` of existing users, `GET /users/?limit=100`, `POST /users/` of a new user
+each (as the benchmark's).
 
 A variant is `off` (telemetry off), `on` (the default settings), or `on-without-PART[+PART...]`, where a
 part is patched out: `span` (the server span, and with it the SQL spans), `log` (the access line),
@@ -88,17 +91,32 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> list[float]:
     rng = random.Random(7)
     statuses: dict[int, int] = {}
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+    created = 0
+    tag = f"{os.getpid():x}"
+
+    def request() -> tuple[str, str, bytes, bytes]:
+        nonlocal created
+        if args.shape == "by_id":
+            return "GET", f"/users/{rng.choice(ids)}", b"", b""
+        if args.shape == "page":
+            return "GET", "/users/", b"limit=100", b""
+        created += 1
+        body = f'{{"username":"i{tag}_{created}","first_name":"Bench","last_name":"User"}}'
+        return "POST", "/users/", b"", body.encode()
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 
     async def one() -> None:
-        path, query = (
-            (f"/users/{rng.choice(ids)}", b"") if args.shape == "by_id" else ("/users/", b"limit=100")
-        )
+        method, path, query, body = request()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        headers = [(b"host", b"127.0.0.1:8000")]
+        if body:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -106,12 +124,12 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> list[float]:
             "server": ("127.0.0.1", 8000),
             "client": ("127.0.0.1", 40000),
             "scheme": "http",
-            "method": "GET",
+            "method": method,
             "root_path": "",
             "path": path,
             "raw_path": path.encode(),
             "query_string": query,
-            "headers": [(b"host", b"127.0.0.1:8000")],
+            "headers": headers,
             "state": {},
         }
         await app(scope, receive, send)
@@ -132,7 +150,7 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> list[float]:
             callgrind("--dump")
     await inbox.put({"type": "lifespan.shutdown"})
     await lifespan
-    if set(statuses) != {200}:
+    if set(statuses) != {201 if args.shape == "create" else 200}:
         sys.exit(f"inprocess: answers other than 200: {statuses}")
     return rounds
 
@@ -224,7 +242,7 @@ def run_variant(variant: str, args: argparse.Namespace, url: str, ids_file: str)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="*", default=DEFAULT_VARIANTS)
-    parser.add_argument("--shape", choices=("by_id", "page"), default="by_id")
+    parser.add_argument("--shape", choices=("by_id", "page", "create"), default="by_id")
     parser.add_argument("--dsn", default=os.environ.get("BENCH_DSN", DEFAULT_DSN))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=4000, help="per round")
