@@ -8,18 +8,21 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
-from user_service.infrastructure.telemetry.logging import _timestamp, configure_logging
+from user_service.infrastructure.telemetry import logging as telemetry_logging
+from user_service.infrastructure.telemetry.logging import LineLogger, _timestamp, configure_logging
 
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, level, pipeline = root.handlers[:], root.level, telemetry_logging._pipeline
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
     structlog.reset_defaults()
+    telemetry_logging._pipeline = pipeline
 
 
 def test_json_lines_from_structlog_and_the_standard_library(restore_logging: None) -> None:
@@ -67,3 +70,46 @@ def test_timestamps_are_the_lines_own_time_in_utc_to_the_microsecond() -> None:
         assert before <= parsed <= after
         stamps.append(text)
     assert len(set(stamps)) == 3  # the second's text is reused, the microseconds are each line's
+
+
+def test_a_line_logger_writes_what_a_structlog_logger_of_its_name_writes(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+    structlog.contextvars.bind_contextvars(request_id="r-1")
+    try:
+        structlog.get_logger("user_service.access").info("request", status=200)
+        LineLogger("user_service.access").log("info", {"status": 200, "event": "request"})
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    by_structlog, by_line = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert by_structlog.keys() == by_line.keys()
+    assert list(by_line) == list(by_structlog)  # the same order of fields, too
+    for line in (by_structlog, by_line):
+        del line["timestamp"]
+    assert by_line == by_structlog
+    assert by_line["request_id"] == "r-1"
+
+
+def test_a_line_logger_keeps_the_configured_level_and_follows_a_new_configuration(
+    restore_logging: None,
+) -> None:
+    line = LineLogger("user_service.access")
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("info", json=True, stream=first)
+    line.log("debug", {"event": "probe"})
+    line.log("error", {"event": "failed"})
+    configure_logging("debug", json=False, stream=second)
+    line.log("debug", {"event": "probe"})
+    assert [orjson.loads(x)["event"] for x in first.getvalue().splitlines()] == ["failed"]
+    assert "probe" in second.getvalue()
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(second.getvalue().splitlines()[0])
+
+
+def test_a_line_logger_before_logging_is_configured_is_structlogs_logger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(telemetry_logging, "_pipeline", None)
+    with capture_logs() as logs:
+        LineLogger("user_service.access").log("warning", {"event": "early", "status": 1})
+    assert logs == [{"event": "early", "status": 1, "log_level": "warning"}]

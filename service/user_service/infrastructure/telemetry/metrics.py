@@ -200,10 +200,17 @@ def event_type(event: UserEvent) -> str:
     return getattr(event, "type", None) or type(event).__name__
 
 
+_committed: dict[str, Counter] = {}  # each type's child, looked up once: `labels()` validates and locks
+
+
 def count_committed(events: Sequence[UserEvent]) -> None:
     """The business counter, moved only by changes that committed."""
     for event in events:
-        USER_EVENTS_COMMITTED.labels(event_type(event)).inc()
+        kind = event_type(event)
+        child = _committed.get(kind)
+        if child is None:
+            child = _committed[kind] = USER_EVENTS_COMMITTED.labels(kind)
+        child.inc()
 
 
 _OUTBOX_BACKLOG = (

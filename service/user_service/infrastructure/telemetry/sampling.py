@@ -33,7 +33,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
 
 _RATIO_BITS = 64
@@ -90,13 +90,17 @@ class RecordedSpan(trace.Span):
         "_decision",
         "_end",
         "_events",
+        "_flags",
         "_kind",
         "_links",
         "_name",
         "_parent",
         "_root",
+        "_span_id",
         "_start",
+        "_state",
         "_status",
+        "_trace_id",
         "_tracer",
     )
 
@@ -105,7 +109,7 @@ class RecordedSpan(trace.Span):
         tracer: "OutcomeTracer",
         decision: Decision,
         name: str,
-        context: SpanContext,
+        ids: tuple[int, int, TraceFlags, TraceState | None],
         parent: SpanContext | None,
         kind: SpanKind,
         attributes: types.Attributes,
@@ -116,7 +120,9 @@ class RecordedSpan(trace.Span):
         self._tracer = tracer
         self._decision = decision
         self._name = name
-        self._context = context
+        # The SpanContext is made when asked for: a log line reads the ids directly (`trace_fields`).
+        self._trace_id, self._span_id, self._flags, self._state = ids
+        self._context: SpanContext | None = None
         self._parent = parent
         self._kind = kind
         self._attributes: dict[str, types.AnyValue] = dict(attributes) if attributes else {}
@@ -132,6 +138,8 @@ class RecordedSpan(trace.Span):
         return self._decision
 
     def get_span_context(self) -> SpanContext:
+        if self._context is None:
+            self._context = SpanContext(self._trace_id, self._span_id, False, self._flags, self._state)
         return self._context
 
     def is_recording(self) -> bool:
@@ -212,10 +220,9 @@ class RecordedSpan(trace.Span):
 
     def readable(self) -> ReadableSpan:
         """The SDK's form of this span, as the exporters take it (its trace kept: the sampled flag set)."""
-        ctx = self._context
         return ReadableSpan(
             self._name,
-            SpanContext(ctx.trace_id, ctx.span_id, False, _SAMPLED, ctx.trace_state),
+            SpanContext(self._trace_id, self._span_id, False, _SAMPLED, self._state),
             self._parent,
             self._tracer.resource,
             BoundedAttributes(_MAX_ATTRIBUTES, self._attributes, immutable=True),
@@ -229,7 +236,7 @@ class RecordedSpan(trace.Span):
         )
 
     def __repr__(self) -> str:
-        return f"RecordedSpan(name={self._name!r}, trace_id=0x{self._context.trace_id:032x})"
+        return f"RecordedSpan(name={self._name!r}, trace_id=0x{self._trace_id:032x})"
 
 
 class EndedChild:
@@ -354,9 +361,19 @@ class OutcomePolicy:
 
 def is_kept(span: trace.Span) -> bool:
     """The decision on `span`'s trace so far (the early one, or a mark made since; no clock read)."""
+    fields = trace_fields(span)
+    return fields is not None and fields[2]
+
+
+def trace_fields(span: trace.Span) -> tuple[int, int, bool] | None:
+    """What a log line carries of `span`: its trace id, its span id and the decision on its trace so far;
+    None for no valid span. One call, and no SpanContext made for a `RecordedSpan`."""
     if isinstance(span, RecordedSpan):
-        return span.decision.keep
-    return span.get_span_context().trace_flags.sampled
+        return span._trace_id, span._span_id, span._decision.keep
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return ctx.trace_id, ctx.span_id, ctx.trace_flags.sampled
 
 
 class OutcomeTracer(trace.Tracer):
@@ -382,9 +399,10 @@ class OutcomeTracer(trace.Tracer):
         current = trace.get_current_span(context)
         parent: SpanContext | None = current.get_span_context()
         assert parent is not None
+        ids: tuple[int, int, TraceFlags, TraceState | None]
         if isinstance(current, RecordedSpan):
             decision, root = current.decision, False
-            ctx = SpanContext(parent.trace_id, _new_span_id(), False, parent.trace_flags, parent.trace_state)
+            ids = (parent.trace_id, _new_span_id(), parent.trace_flags, parent.trace_state)
         else:
             root = True
             if parent.is_valid:  # a remote parent: the caller's (trusted), or the outbox row's
@@ -397,9 +415,8 @@ class OutcomeTracer(trace.Tracer):
                 parent, trace_id, state = None, _new_trace_id(), None
                 early = in_ratio(trace_id, self.policy.bound)
             decision = Decision(early, start)
-            flags = _SAMPLED if early else _NOT_SAMPLED
-            ctx = SpanContext(trace_id, _new_span_id(), False, flags, state)
-        return RecordedSpan(self, decision, name, ctx, parent, kind, attributes, links, start, root)
+            ids = (trace_id, _new_span_id(), _SAMPLED if early else _NOT_SAMPLED, state)
+        return RecordedSpan(self, decision, name, ids, parent, kind, attributes, links, start, root)
 
     @contextmanager  # the API's own decorator is private; this one does the same for `with` and `@`
     def start_as_current_span(  # type: ignore[override]  # noqa: PLR0917 - the API's signature

@@ -22,6 +22,7 @@ from user_service.infrastructure.telemetry.sampling import (
     OutcomeTracerProvider,
     TraceparentTrust,
     Trust,
+    trace_fields,
 )
 from user_service.infrastructure.telemetry.span_export import (
     ExportQueue,
@@ -174,8 +175,8 @@ def current_traceparent() -> str | None:
     that becomes kept only after its commit (slow or failed afterwards) is exported without its publish.
     """
     span = trace.get_current_span()
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
+    if (fields := trace_fields(span)) is None:
         return None
-    sampled = _outcome.kept_now(span) if _outcome is not None else ctx.trace_flags.sampled
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{'01' if sampled else '00'}"
+    trace_id, span_id, kept = fields
+    sampled = _outcome.kept_now(span) if _outcome is not None else kept
+    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"

@@ -1,10 +1,11 @@
 """One access line per request (`event: "request"`); probes and scrapes at debug, 5xx at error, and a
 request whose client went away at info, with `client_disconnected: true` and whatever status it had."""
 
-import structlog
 from starlette.types import Scope
 
-_log = structlog.get_logger("user_service.access")
+from user_service.infrastructure.telemetry.logging import LineLogger
+
+_line = LineLogger("user_service.access")
 
 
 def log_request(
@@ -21,17 +22,17 @@ def log_request(
 ) -> None:
     """`kept`: the final decision on the request's trace (`trace_sampled`); None when it has no span."""
     client = scope.get("client")
-    level = _log.debug if quiet else _log.info if client_gone or status < 500 else _log.error
-    fields: dict[str, bool] = {"client_disconnected": True} if client_gone else {}
+    event: dict[str, object] = {
+        "method": method,
+        "route": route,
+        "path": path,
+        "status": status,
+        "duration_ms": round(duration * 1000, 3),
+        "client": f"{client[0]}:{client[1]}" if client else None,
+    }
+    if client_gone:
+        event["client_disconnected"] = True
     if kept is not None:
-        fields["trace_sampled"] = kept
-    level(
-        "request",
-        method=method,
-        route=route,
-        path=path,
-        status=status,
-        duration_ms=round(duration * 1000, 3),
-        client=f"{client[0]}:{client[1]}" if client else None,
-        **fields,
-    )
+        event["trace_sampled"] = kept
+    event["event"] = "request"
+    _line.log("debug" if quiet else "info" if client_gone or status < 500 else "error", event)
