@@ -150,8 +150,9 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> list[float]:
             callgrind("--dump")
     await inbox.put({"type": "lifespan.shutdown"})
     await lifespan
-    if set(statuses) != {201 if args.shape == "create" else 200}:
-        sys.exit(f"inprocess: answers other than 200: {statuses}")
+    expected = 201 if args.shape == "create" else 200
+    if set(statuses) != {expected}:
+        sys.exit(f"inprocess: answers other than {expected}: {statuses}")
     return rounds
 
 
