@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -200,17 +201,33 @@ def event_type(event: UserEvent) -> str:
     return getattr(event, "type", None) or type(event).__name__
 
 
-_committed: dict[str, Counter] = {}  # each type's child, looked up once: `labels()` validates and locks
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[_M]):
+    """A metric's labelled children, each looked up once: `labels()` validates and locks on every call.
+    For label values that are bounded (event types, methods, route templates, statuses, statement types)."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: _M) -> None:
+        self._metric: _M = metric
+        self._children: dict[tuple[Hashable, ...], _M] = {}
+
+    def __call__(self, *values: Hashable) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)  # labels() makes them strings
+        return child
+
+
+_committed = Children(USER_EVENTS_COMMITTED)
 
 
 def count_committed(events: Sequence[UserEvent]) -> None:
     """The business counter, moved only by changes that committed."""
     for event in events:
-        kind = event_type(event)
-        child = _committed.get(kind)
-        if child is None:
-            child = _committed[kind] = USER_EVENTS_COMMITTED.labels(kind)
-        child.inc()
+        _committed(event_type(event)).inc()
 
 
 _OUTBOX_BACKLOG = (

@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AnyValue
 from prometheus_client.metrics import Histogram
 
-from user_service.infrastructure.telemetry.metrics import DB_OPERATION_DURATION
+from user_service.infrastructure.telemetry.metrics import DB_OPERATION_DURATION, Children
 from user_service.infrastructure.telemetry.sampling import UNSET_STATUS, RecordedSpan
 
 SYSTEM = "postgresql"
@@ -42,14 +42,7 @@ _FIRST_STATEMENT = re.compile(
     r"\s*WITH\s+\w+\s+AS\s*\(\s*(INSERT|UPDATE|DELETE|SELECT|MERGE)\b", re.IGNORECASE
 )
 _operations: dict[str, str] = {}
-_durations: dict[tuple[str, str], Histogram] = {}
-
-
-def _duration_of(operation: str, role: str) -> Histogram:
-    child = _durations.get((operation, role))
-    if child is None:
-        child = _durations[(operation, role)] = DB_OPERATION_DURATION.labels(SYSTEM, operation, role)
-    return child
+_durations = Children(DB_OPERATION_DURATION)
 
 
 def operation_name(query: str) -> str:
@@ -84,7 +77,7 @@ class TracedConnection(asyncpg.Connection):
 
     async def _traced(self, method: Any, query: str, *args: Any, **kwargs: Any) -> Any:
         operation = operation_name(query)
-        duration = _duration_of(operation, self.role)
+        duration = _durations(SYSTEM, operation, self.role)
         current = trace.get_current_span()
         if not current.is_recording():
             started = time.perf_counter()

@@ -1,14 +1,15 @@
 """The HTTP server metrics of a request: in flight while it runs, then its duration by method, route
 template and status, with the trace id as exemplar when the request's trace is exported (`kept`), so
-every exemplar opens a trace that exists.
-
-Each labelled child is looked up once (the labels are bounded: known methods, route templates, status
-codes), not per request: `labels()` validates and locks every time."""
+every exemplar opens a trace that exists. Each labelled child is looked up once (`Children`)."""
 
 from opentelemetry import trace
-from prometheus_client.metrics import Gauge, Histogram
 
-from user_service.infrastructure.telemetry.metrics import HTTP_ACTIVE, HTTP_DISCONNECTS, HTTP_DURATION
+from user_service.infrastructure.telemetry.metrics import (
+    HTTP_ACTIVE,
+    HTTP_DISCONNECTS,
+    HTTP_DURATION,
+    Children,
+)
 
 KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
 
@@ -18,22 +19,8 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "_OTHER"
 
 
-_active: dict[str, Gauge] = {}
-_durations: dict[tuple[str, str, int], Histogram] = {}
-
-
-def _active_of(method: str) -> Gauge:
-    child = _active.get(method)
-    if child is None:
-        child = _active[method] = HTTP_ACTIVE.labels(method)
-    return child
-
-
-def _duration_of(method: str, route: str, status: int) -> Histogram:
-    child = _durations.get((method, route, status))
-    if child is None:
-        child = _durations[(method, route, status)] = HTTP_DURATION.labels(method, route, str(status))
-    return child
+_active_of = Children(HTTP_ACTIVE)
+_duration_of = Children(HTTP_DURATION)
 
 
 def started(method: str) -> None:
