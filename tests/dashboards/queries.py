@@ -281,16 +281,19 @@ def service_metric_labels() -> dict[str, frozenset[str]]:
 
     from user_service.infrastructure.telemetry import metrics as service_metrics
     from user_service.infrastructure.telemetry import span_export
+    from user_service.infrastructure.telemetry.loop_metrics import LoopMetric
 
     out: dict[str, frozenset[str]] = {}
     made_by_the_relay = vars(service_metrics.relay_gauges()).values()
     # span_export keeps its drop counter next to what drops the spans.
     for value in [*vars(service_metrics).values(), *made_by_the_relay, *vars(span_export).values()]:
-        if not isinstance(value, client_metrics.MetricWrapperBase):
+        if isinstance(value, LoopMetric):  # the request path's plain-number metrics
+            name, kind, labelnames = value.name, value.kind, value.labelnames
+        elif isinstance(value, client_metrics.MetricWrapperBase):
+            name, kind, labelnames = value._name, value._type, value._labelnames
+        else:
             continue
-        name = value._name
-        kind = value._type
-        labels = frozenset(value._labelnames) | TARGET_LABELS
+        labels = frozenset(labelnames) | TARGET_LABELS
         if kind == "info":
             continue  # its labels are its values: read from the exposition below
         for suffix in _SUFFIXES.get(kind, ("",)):

@@ -29,8 +29,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AnyValue
-from prometheus_client.metrics import Histogram
 
+from user_service.infrastructure.telemetry.loop_metrics import Observer
 from user_service.infrastructure.telemetry.metrics import DB_OPERATION_DURATION, Children
 from user_service.infrastructure.telemetry.sampling import UNSET_STATUS, RecordedSpan
 
@@ -107,7 +107,7 @@ class TracedConnection(asyncpg.Connection):
             current.record_child(_SCOPE, operation, SpanKind.CLIENT, attributes, start_ns, end_ns, status)
 
     async def _sdk_traced(
-        self, operation: str, duration: Histogram, method: Any, query: str, *args: Any, **kwargs: Any
+        self, operation: str, duration: Observer, method: Any, query: str, *args: Any, **kwargs: Any
     ) -> Any:
         started = time.perf_counter()
         span = _tracer.start_span(
