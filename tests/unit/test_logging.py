@@ -1,5 +1,6 @@
 """The log pipeline's two renderings: JSON lines for machines, a readable form for people."""
 
+import asyncio
 import io
 import logging
 from collections.abc import Iterator
@@ -11,7 +12,13 @@ import structlog
 from structlog.testing import capture_logs
 
 from user_service.infrastructure.telemetry import logging as telemetry_logging
-from user_service.infrastructure.telemetry.logging import LineLogger, _timestamp, configure_logging
+from user_service.infrastructure.telemetry.logging import (
+    LineLogger,
+    _timestamp,
+    bind_request,
+    configure_logging,
+    unbind_request,
+)
 
 
 @pytest.fixture
@@ -75,12 +82,12 @@ def test_timestamps_are_the_lines_own_time_in_utc_to_the_microsecond() -> None:
 def test_a_line_logger_writes_what_a_structlog_logger_of_its_name_writes(restore_logging: None) -> None:
     stream = io.StringIO()
     configure_logging("info", json=True, stream=stream)
-    structlog.contextvars.bind_contextvars(request_id="r-1")
+    bound = bind_request(request_id="r-1")
     try:
         structlog.get_logger("user_service.access").info("request", status=200)
         LineLogger("user_service.access").log("info", {"status": 200, "event": "request"})
     finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+        unbind_request(bound)
     by_structlog, by_line = (orjson.loads(line) for line in stream.getvalue().splitlines())
     assert by_structlog.keys() == by_line.keys()
     assert list(by_line) == list(by_structlog)  # the same order of fields, too
@@ -113,3 +120,66 @@ def test_a_line_logger_before_logging_is_configured_is_structlogs_logger(
     with capture_logs() as logs:
         LineLogger("user_service.access").log("warning", {"event": "early", "status": 1})
     assert logs == [{"event": "early", "status": 1, "log_level": "warning"}]
+
+
+def test_a_requests_fields_are_on_its_lines_only_and_a_lines_own_field_wins(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+    log = structlog.get_logger("user_service.test")
+
+    async def request(rid: str, pause: float) -> None:
+        bound = bind_request(request_id=rid)
+        try:
+            await asyncio.sleep(pause)  # the other request runs meanwhile, in its own context
+            log.info("in", n=rid)
+            logging.getLogger("uvicorn.error").warning("stdlib in")
+            LineLogger("user_service.access").log("info", {"event": "access", "n": rid})
+            log.info("own", request_id="mine")
+        finally:
+            unbind_request(bound)
+
+    async def both() -> None:
+        await asyncio.gather(request("r-a", 0.02), request("r-b", 0.0))
+
+    asyncio.run(both())
+    log.info("after")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    seen = [(x["event"], x.get("request_id")) for x in lines]
+    assert seen == [
+        ("in", "r-b"),
+        ("stdlib in", "r-b"),
+        ("access", "r-b"),
+        ("own", "mine"),
+        ("in", "r-a"),
+        ("stdlib in", "r-a"),
+        ("access", "r-a"),
+        ("own", "mine"),
+        ("after", None),
+    ]
+    assert all(x.get("n") in (None, x.get("request_id")) for x in lines)
+
+
+def test_a_span_passed_with_the_line_gives_its_ids_instead_of_the_current_ones(restore_logging: None) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+    current = NonRecordingSpan(SpanContext(0xA1, 0xB1, False, TraceFlags(1)))
+    passed = NonRecordingSpan(SpanContext(0xA2, 0xB2, False, TraceFlags(0)))
+    line = LineLogger("user_service.access")
+    with trace.use_span(current):
+        line.log("info", {"event": "current"})
+        line.log("info", {"event": "passed", "_span": passed})
+    first, second = (orjson.loads(x) for x in stream.getvalue().splitlines())
+    assert (first["trace_id"], first["span_id"], first["trace_sampled"]) == (
+        f"{0xA1:032x}",
+        f"{0xB1:016x}",
+        True,
+    )
+    assert (second["trace_id"], second["span_id"], second["trace_sampled"]) == (
+        f"{0xA2:032x}",
+        f"{0xB2:016x}",
+        False,
+    )
+    assert "_span" not in second

@@ -2,11 +2,16 @@
 
 structlog's own loggers and the standard library's records (uvicorn, asyncio, alembic, aio-pika)
 go through the same processors, so every line has one format and appears once.
+
+What a request's lines carry besides their own fields (its `request_id`) is bound with `bind_request`
+for the request's context: one context variable, read by one processor. (structlog's `contextvars`
+helpers would look for their variables among every context variable of the context on every line.)
 """
 
 import logging
 import sys
 import time
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TextIO
 
@@ -48,15 +53,32 @@ def _timestamp() -> str:
     return f"{_second[1]}.{micros:06d}Z"
 
 
+_request: ContextVar[dict[str, object] | None] = ContextVar("user_service_log_request", default=None)
+
+
+def bind_request(**fields: object) -> Token[dict[str, object] | None]:
+    """Fields every line of the current context carries (a request's id), until `unbind_request`."""
+    return _request.set(fields)
+
+
+def unbind_request(token: Token[dict[str, object] | None]) -> None:
+    _request.reset(token)
+
+
 def _standard_fields(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
     """What every line carries, in one processor rather than one each (every line runs them):
 
     - `level` (the record's for the standard library's, `warn` as `warning`, `exception` as `error`),
       `logger` (the record's name, or the structlog logger's), `timestamp`, `service`;
-    - the active OpenTelemetry span's `trace_id` and `span_id`, and whether its trace is exported
+    - the fields bound for the request (`bind_request`), unless the line has its own;
+    - the active OpenTelemetry span's `trace_id` and `span_id` (or those of the span under `_span`, which
+      a caller that holds it passes instead of a lookup), and whether its trace is exported
       (`trace_sampled`: the decision so far; the access line carries the final one): here, because
       structlog bypasses logging's hooks.
     """
+    if (bound := _request.get()) is not None:
+        for key, value in bound.items():
+            event.setdefault(key, value)
     record = event.get("_record")
     level = record.levelname.lower() if record is not None else method
     event["level"] = "warning" if level == "warn" else ("error" if level == "exception" else level)
@@ -64,7 +86,8 @@ def _standard_fields(logger: WrappedLogger, method: str, event: EventDict) -> Ev
         event["logger"] = record.name if record is not None else getattr(logger, "name", SERVICE)
     event["timestamp"] = _timestamp()
     event["service"] = SERVICE
-    if (fields := trace_fields(trace.get_current_span())) is not None:
+    span = event.pop("_span", None) or trace.get_current_span()
+    if (fields := trace_fields(span)) is not None:
         trace_id, span_id, kept = fields
         event["trace_id"] = format(trace_id, "032x")
         event["span_id"] = format(span_id, "016x")
@@ -78,7 +101,7 @@ def _orjson(_: WrappedLogger, __: str, event: EventDict) -> str:
 
 
 def _shared(json: bool) -> list[Processor]:
-    processors: list[Processor] = [structlog.contextvars.merge_contextvars, _standard_fields]
+    processors: list[Processor] = [_standard_fields]
     if json:
         processors.append(structlog.processors.format_exc_info)
     return processors

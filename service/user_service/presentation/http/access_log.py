@@ -1,6 +1,7 @@
 """One access line per request (`event: "request"`); probes and scrapes at debug, 5xx at error, and a
 request whose client went away at info, with `client_disconnected: true` and whatever status it had."""
 
+from opentelemetry.trace import Span
 from starlette.types import Scope
 
 from user_service.infrastructure.telemetry.logging import LineLogger
@@ -19,8 +20,10 @@ def log_request(
     quiet: bool,
     client_gone: bool = False,
     kept: bool | None = None,
+    span: Span | None = None,
 ) -> None:
-    """`kept`: the final decision on the request's trace (`trace_sampled`); None when it has no span."""
+    """`kept`: the final decision on the request's trace (`trace_sampled`); None when it has no span.
+    `span`: the request's server span, whose ids the line carries (otherwise the current span's)."""
     client = scope.get("client")
     event: dict[str, object] = {
         "method": method,
@@ -34,5 +37,7 @@ def log_request(
         event["client_disconnected"] = True
     if kept is not None:
         event["trace_sampled"] = kept
+    if span is not None:
+        event["_span"] = span
     event["event"] = "request"
     _line.log("debug" if quiet else "info" if client_gone or status < 500 else "error", event)

@@ -22,6 +22,7 @@ import structlog
 from opentelemetry.trace import Span
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from user_service.infrastructure.telemetry.logging import bind_request, unbind_request
 from user_service.infrastructure.telemetry.metrics import UNMATCHED_ROUTE
 from user_service.presentation.http import (
     access_log,
@@ -108,7 +109,7 @@ class RequestMiddleware:
         method = request_metrics.method_label(scope["method"])
         quiet = scope["path"] in QUIET_PATHS
         measured = self.telemetry and not quiet
-        tokens = structlog.contextvars.bind_contextvars(request_id=rid)
+        bound = bind_request(request_id=rid)
         span: Span | None = None
         span_token: object = None
         if measured:
@@ -189,7 +190,8 @@ class RequestMiddleware:
                     quiet=quiet,
                     client_gone=gone,
                     kept=kept,
+                    span=span,
                 )
             if span is not None:
                 server_span.end(span, span_token, method=method, route=route, status=status, client_gone=gone)
-            structlog.contextvars.reset_contextvars(**tokens)
+            unbind_request(bound)
