@@ -183,3 +183,23 @@ def test_a_span_passed_with_the_line_gives_its_ids_instead_of_the_current_ones(r
         False,
     )
     assert "_span" not in second
+
+
+def test_an_exception_is_one_field_with_its_traceback_from_structlog_and_the_standard_library(
+    restore_logging: None,
+) -> None:
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError as exc:
+        structlog.get_logger("user_service.test").error("failed", exc_info=exc)
+        logging.getLogger("uvicorn.error").exception("failed in the standard library")
+    structlog.get_logger("user_service.test").info("no exception", exc_info=False)
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [x["event"] for x in lines] == ["failed", "failed in the standard library", "no exception"]
+    for line in lines[:2]:
+        assert line["exception"].startswith("Traceback (most recent call last):")
+        assert line["exception"].rstrip().endswith("ZeroDivisionError: division by zero")
+    assert all("exc_info" not in x for x in lines)
+    assert "exception" not in lines[2]

@@ -96,15 +96,16 @@ def _standard_fields(logger: WrappedLogger, method: str, event: EventDict) -> Ev
     return event
 
 
-def _orjson(_: WrappedLogger, __: str, event: EventDict) -> str:
+def _orjson(logger: WrappedLogger, method: str, event: EventDict) -> str:
+    if "exc_info" in event:  # here rather than a processor of its own that every line would run
+        event = structlog.processors.format_exc_info(logger, method, event)
     return orjson.dumps(event, default=str).decode()
 
 
-def _shared(json: bool) -> list[Processor]:
-    processors: list[Processor] = [_standard_fields]
-    if json:
-        processors.append(structlog.processors.format_exc_info)
-    return processors
+def _shared() -> list[Processor]:
+    """Before the renderer, structlog's lines and the standard library's records alike (an exception is
+    formatted by the renderer: the JSON one, or the console's own)."""
+    return [_standard_fields]
 
 
 class _Pipeline(NamedTuple):
@@ -160,7 +161,7 @@ def configure_logging(level: str = "info", json: bool | None = None, stream: Tex
         json = not stream.isatty()
     numeric = logging.getLevelName(level.upper())
     renderer: Processor = _orjson if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    processors = (*_shared(json), renderer)
+    processors = (*_shared(), renderer)
     factory = _NamedLoggerFactory(stream)
     structlog.configure(
         processors=list(processors),
@@ -172,7 +173,7 @@ def configure_logging(level: str = "info", json: bool | None = None, stream: Tex
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_shared(json),
+            foreign_pre_chain=_shared(),
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
