@@ -17,7 +17,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from user_service.infrastructure.telemetry.otel_environment import OtelSettingError, read_otel_environment
 from user_service.infrastructure.telemetry.sampling import (
     OutcomePolicy,
+    OutcomeTracer,
     OutcomeTracerProvider,
+    RecordedSpan,
     TraceparentTrust,
     Trust,
     in_ratio,
@@ -292,3 +294,57 @@ def test_a_request_with_no_propagated_header_skips_extraction_and_one_with_any_i
         assert server_span._carries_context([*plain, (b"tracestate", b"a=b")])
     finally:
         propagate.set_global_textmap(before)
+
+
+def test_a_root_started_without_a_context_is_the_root_start_span_makes_decided_alike() -> None:
+    tracer, _, collected, _ = pipeline(ratio=0.5)
+    assert isinstance(tracer, OutcomeTracer)
+    bound = ratio_bound(0.5)
+    roots = [tracer.start_root_span(f"r{i}", SpanKind.SERVER, {"n": i}, None) for i in range(200)]
+    for root in roots:
+        ctx = root.get_span_context()
+        assert root.is_root
+        assert ctx.is_valid
+        assert not ctx.is_remote
+        assert ctx.trace_flags.sampled is in_ratio(ctx.trace_id, bound)
+        with trace.use_span(root):
+            tracer.start_span("child").end()
+        root.end()
+    expected = {f"r{i}" for i, r in enumerate(roots) if in_ratio(r.get_span_context().trace_id, bound)}
+    assert {s.name for s in collected.spans if s.parent is None} == expected
+    exported = {s.name: s for s in collected.spans if s.parent is None}
+    assert all(s.kind is SpanKind.SERVER and s.attributes["n"] == int(s.name[1:]) for s in exported.values())
+    assert sum(1 for s in collected.spans if s.name == "child") == len(expected)  # each under its root
+
+
+def test_the_server_span_continues_a_trusted_caller_and_keeps_baggage_without_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import baggage
+
+    tracer, _, _, _ = pipeline(ratio=0.0)
+    monkeypatch.setattr(server_span, "_tracer", lambda: tracer)
+    caller = b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"
+    scope = {"headers": [(b"traceparent", caller)], "scheme": "http", "http_version": "1.1"}
+    monkeypatch.setattr(server_span.tracing, "continues_incoming_trace", lambda: True)
+    span, token = server_span.start(scope, "GET", "/x")
+    assert isinstance(span, RecordedSpan)
+    assert span.get_span_context().trace_id == int("a" * 32, 16)
+    parent = span.readable().parent
+    assert parent is not None
+    assert parent.span_id == int("b" * 16, 16)  # the caller's span, continued (a local root of its trace)
+    server_span.end(span, token, method="GET", route="/x", status=200, client_gone=False)
+    monkeypatch.setattr(server_span.tracing, "continues_incoming_trace", lambda: False)
+    span, token = server_span.start(scope, "GET", "/x")
+    assert isinstance(span, RecordedSpan)
+    assert span.get_span_context().trace_id != int("a" * 32, 16)
+    assert span.readable().parent is None
+    assert [link.context.span_id for link in span.readable().links] == [int("b" * 16, 16)]
+    server_span.end(span, token, method="GET", route="/x", status=200, client_gone=False)
+    span, token = server_span.start({"headers": [(b"baggage", b"team=users")]}, "GET", "/x")
+    assert isinstance(span, RecordedSpan)
+    assert span.readable().parent is None
+    assert baggage.get_baggage("team") == "users"  # the request's context keeps what the caller sent
+    assert trace.get_current_span() is span
+    server_span.end(span, token, method="GET", route=None, status=200, client_gone=False)
+    assert trace.get_current_span() is not span

@@ -418,6 +418,18 @@ class OutcomeTracer(trace.Tracer):
             ids = (trace_id, _new_span_id(), _SAMPLED if early else _NOT_SAMPLED, state)
         return RecordedSpan(self, decision, name, ids, parent, kind, attributes, links, start, root)
 
+    def start_root_span(
+        self, name: str, kind: SpanKind, attributes: types.Attributes, links: Sequence[Link] | None
+    ) -> RecordedSpan:
+        """`start_span` of a span known to have no parent (a request that brought no trace context): a
+        new trace, without looking for a parent in a context."""
+        start, trace_id = time.time_ns(), _new_trace_id()
+        early = in_ratio(trace_id, self.policy.bound)
+        ids = (trace_id, _new_span_id(), _SAMPLED if early else _NOT_SAMPLED, None)
+        return RecordedSpan(
+            self, Decision(early, start), name, ids, None, kind, attributes, links, start, True
+        )
+
     @contextmanager  # the API's own decorator is private; this one does the same for `with` and `@`
     def start_as_current_span(  # type: ignore[override]  # noqa: PLR0917 - the API's signature
         self,

@@ -5,12 +5,11 @@ here rather than by FastAPI's built-in support (README: Traces)."""
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from starlette.types import Scope
 
 from user_service.infrastructure.telemetry import tracing
-
-_tracer = trace.get_tracer("user_service.http")
+from user_service.infrastructure.telemetry.sampling import OutcomeTracer
 
 
 class _ScopeHeaders(Getter[list[tuple[bytes, bytes]]]):
@@ -47,18 +46,36 @@ _propagator: object = None
 _propagator_fields: frozenset[bytes] = frozenset()
 
 
+def _tracer() -> Tracer:
+    """The installed provider's tracer itself, rather than the API's proxy of it (one call less a span);
+    looked up again when another provider is installed."""
+    global _tracer_of, _tracer_itself
+    provider = trace.get_tracer_provider()
+    if provider is not _tracer_of:
+        _tracer_of, _tracer_itself = provider, provider.get_tracer("user_service.http")
+    return _tracer_itself
+
+
+_tracer_of: object = None
+_tracer_itself: Tracer = trace.NoOpTracer()
+
+
 def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
     """The span, made current; end it with `end`, passing the token."""
     headers = scope["headers"]
-    parent = otel_context.Context()
+    context = otel_context.Context()
+    root = True  # no caller's span to continue: a new trace
     links: list[Link] = []
     if _carries_context(headers):
-        parent = propagate.extract(headers, getter=_SCOPE_HEADERS)
-        caller = trace.get_current_span(parent).get_span_context()
-        if caller.is_valid and not tracing.continues_incoming_trace():
-            # A new trace of its own: the caller neither picks the trace id nor forces it to be kept.
-            links.append(Link(caller, {"link.reason": "untrusted_traceparent"}))
-            parent = otel_context.Context()
+        context = propagate.extract(headers, getter=_SCOPE_HEADERS)
+        caller = trace.get_current_span(context).get_span_context()
+        if caller.is_valid:
+            if tracing.continues_incoming_trace():
+                root = False
+            else:
+                # A new trace of its own: the caller neither picks the trace id nor forces it to be kept.
+                links.append(Link(caller, {"link.reason": "untrusted_traceparent"}))
+                context = otel_context.Context()
     attributes: dict[str, str | int] = {
         "http.request.method": method,
         "url.path": path,
@@ -69,10 +86,15 @@ def start(scope: Scope, method: str, path: str) -> tuple[Span, object]:
         attributes["client.address"] = client[0]
     if server := scope.get("server"):
         attributes["server.address"], attributes["server.port"] = server[0], server[1]
-    span = _tracer.start_span(
-        method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links
-    )
-    return span, otel_context.attach(trace.set_span_in_context(span, parent))
+    tracer = _tracer()
+    span: Span
+    if root and isinstance(tracer, OutcomeTracer):
+        span = tracer.start_root_span(method, SpanKind.SERVER, attributes, links)
+    else:
+        span = tracer.start_span(
+            method, context=context, kind=SpanKind.SERVER, attributes=attributes, links=links
+        )
+    return span, otel_context.attach(trace.set_span_in_context(span, context))
 
 
 def kept(span: Span, *, status: int, duration: float, client_gone: bool) -> bool:
@@ -83,8 +105,9 @@ def kept(span: Span, *, status: int, duration: float, client_gone: bool) -> bool
 def end(span: Span, token: object, *, method: str, route: str | None, status: int, client_gone: bool) -> None:
     if route is not None:
         span.update_name(f"{method} {route}")
-        span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
+        span.set_attributes({"http.route": route, "http.response.status_code": status})
+    else:
+        span.set_attribute("http.response.status_code", status)
     if client_gone:
         span.set_attribute("error.type", "client_disconnected")  # the client's doing: no error status
     elif status >= 500:
