@@ -207,16 +207,23 @@ class RecordedSpan(trace.Span):
         scope: InstrumentationScope,
         name: str,
         kind: SpanKind,
-        attributes: dict[str, types.AnyValue],
+        attributes: Mapping[str, types.AnyValue],
         start_time: int,
         end_time: int,
         status: Status = UNSET_STATUS,
+        more: tuple[tuple[str, types.AnyValue], ...] = (),
     ) -> None:
         """A child of this span that has already ended, recorded in one step (no span object while it ran,
-        no span id unless its trace is kept); it follows this span's decision like any child."""
-        self._tracer.policy.ended(
-            EndedChild(self, scope, name, kind, attributes, start_time, end_time, status)
-        )
+        no span id unless its trace is kept); it follows this span's decision like any child.
+
+        Its attributes are `attributes` (shared between children: not copied, so not to be changed) and
+        then the pairs of `more`, merged only if the trace is kept."""
+        child = EndedChild(self, scope, name, kind, attributes, more, start_time, end_time, status)
+        spans, policy = self._decision.spans, self._tracer.policy
+        if not self._decision.decided and len(spans) < policy.max_spans - 1:
+            spans.append(child)  # what `ended` does with it, the common case without its call
+        else:
+            policy.ended(child)
 
     def readable(self) -> ReadableSpan:
         """The SDK's form of this span, as the exporters take it (its trace kept: the sampled flag set)."""
@@ -246,6 +253,7 @@ class EndedChild:
         "_attributes",
         "_end",
         "_kind",
+        "_more",
         "_name",
         "_parent",
         "_scope",
@@ -262,7 +270,8 @@ class EndedChild:
         scope: InstrumentationScope,
         name: str,
         kind: SpanKind,
-        attributes: dict[str, types.AnyValue],
+        attributes: Mapping[str, types.AnyValue],
+        more: tuple[tuple[str, types.AnyValue], ...],
         start_time: int,
         end_time: int,
         status: Status,
@@ -273,6 +282,7 @@ class EndedChild:
         self._name = name
         self._kind = kind
         self._attributes = attributes
+        self._more = more
         self._start = start_time
         self._end = end_time
         self._status = status
@@ -284,7 +294,7 @@ class EndedChild:
             SpanContext(parent.trace_id, _new_span_id(), False, _SAMPLED, parent.trace_state),
             parent,
             self._parent.resource,
-            BoundedAttributes(_MAX_ATTRIBUTES, self._attributes, immutable=True),
+            BoundedAttributes(_MAX_ATTRIBUTES, {**self._attributes, **dict(self._more)}, immutable=True),
             (),
             (),
             self._kind,

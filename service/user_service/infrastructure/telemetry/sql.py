@@ -74,10 +74,18 @@ class TracedConnection(asyncpg.Connection):
         elif isinstance(addr, str):
             attributes["server.address"] = addr  # a Unix socket's path
         self._span_attributes = attributes
+        # Per statement text: its operation name and its histogram series, found with one lookup.
+        self._statements: dict[str, tuple[str, Observer]] = {}
+
+    def _statement(self, query: str) -> tuple[str, Observer]:
+        operation = operation_name(query)
+        entry = (operation, _durations(SYSTEM, operation, self.role))
+        if len(self._statements) < 512:  # the service's statements are a few constant strings
+            self._statements[query] = entry
+        return entry
 
     async def _traced(self, method: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        operation = operation_name(query)
-        duration = _durations(SYSTEM, operation, self.role)
+        operation, duration = self._statements.get(query) or self._statement(query)
         current = trace.get_current_span()
         if not current.is_recording():
             started = time.perf_counter()
@@ -88,23 +96,21 @@ class TracedConnection(asyncpg.Connection):
         if not isinstance(current, RecordedSpan):  # the SDK's own spans (OTEL_TRACES_SAMPLER)
             return await self._sdk_traced(operation, duration, method, query, *args, **kwargs)
         start_ns, started = time.time_ns(), time.perf_counter()
-        attributes: dict[str, AnyValue] = {
-            **self._span_attributes,
-            "db.query.text": query,
-            "db.operation.name": operation,
-        }
+        more: tuple[tuple[str, AnyValue], ...] = (("db.query.text", query), ("db.operation.name", operation))
         status = UNSET_STATUS
         try:
             return await method(query, *args, **kwargs)
         except BaseException as exc:
             status = Status(StatusCode.ERROR, type(exc).__name__)
-            attributes["error.type"] = type(exc).__qualname__
+            more = (*more, ("error.type", type(exc).__qualname__))
             raise
         finally:
             elapsed = time.perf_counter() - started
             duration.observe(elapsed)
             end_ns = start_ns + int(elapsed * 1e9)
-            current.record_child(_SCOPE, operation, SpanKind.CLIENT, attributes, start_ns, end_ns, status)
+            current.record_child(
+                _SCOPE, operation, SpanKind.CLIENT, self._span_attributes, start_ns, end_ns, status, more
+            )
 
     async def _sdk_traced(
         self, operation: str, duration: Observer, method: Any, query: str, *args: Any, **kwargs: Any
