@@ -3,8 +3,11 @@
 import asyncio
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -203,3 +206,39 @@ def test_an_exception_is_one_field_with_its_traceback_from_structlog_and_the_sta
         assert line["exception"].rstrip().endswith("ZeroDivisionError: division by zero")
     assert all("exc_info" not in x for x in lines)
     assert "exception" not in lines[2]
+
+
+def test_lines_to_a_file_from_several_threads_are_whole_and_in_each_threads_order(
+    restore_logging: None, tmp_path: Path
+) -> None:
+    """The file's binary buffer takes each line in one write: structlog's, the standard library's
+    (tracebacks longer than the text layer's chunk included) and the access line's never interleave."""
+    path = tmp_path / "out.log"
+    with path.open("w", encoding="utf-8") as stream:
+        configure_logging("info", json=True, stream=stream)
+        padding = "é" * 6000  # over 8 KiB encoded: the text layer would write it in pieces
+
+        def write(thread: int) -> None:
+            for n in range(150):
+                structlog.get_logger("user_service.test").info("structlog", thread=thread, n=n)
+                logging.getLogger("uvicorn.error").warning("stdlib %s %s %s", thread, n, padding)
+                LineLogger("user_service.access").log("info", {"event": "access", "thread": thread, "n": n})
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert len(lines) == 4 * 150 * 3
+
+    def written(line: dict[str, Any]) -> tuple[int, str, int]:
+        if line["event"].startswith("stdlib"):
+            _, thread, n, text = line["event"].split(" ", 3)
+            assert text == padding
+            return int(thread), "stdlib", int(n)
+        return line["thread"], line["event"], line["n"]
+
+    for t in range(4):
+        mine = [(kind, n) for thread, kind, n in map(written, lines) if thread == t]
+        assert mine == [(kind, n) for n in range(150) for kind in ("structlog", "stdlib", "access")]

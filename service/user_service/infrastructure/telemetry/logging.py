@@ -10,10 +10,11 @@ helpers would look for their variables among every context variable of the conte
 
 import logging
 import sys
+import threading
 import time
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TextIO
+from typing import Any, BinaryIO, NamedTuple, TextIO
 
 import orjson
 import structlog
@@ -25,18 +26,62 @@ from user_service.infrastructure.telemetry.sampling import trace_fields
 SERVICE = "user-service"
 
 
-class _NamedLogger(structlog.WriteLogger):
-    def __init__(self, file: TextIO, name: str) -> None:
-        super().__init__(file)
+class _Lines:
+    """Where every line goes, structlog's and the standard library's: the whole line in one write to the
+    stream's binary buffer, then flushed. A buffered writer's write is atomic between threads, so lines
+    never interleave, and no lock or text encoding is paid per line. A stream without a binary buffer (a
+    `StringIO`) is written as text under a lock."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._binary: BinaryIO | None = getattr(stream, "buffer", None)
+        self._text = stream
+        self._lock = threading.Lock()
+
+    def write(self, line: bytes) -> None:
+        if self._binary is not None:
+            self._binary.write(line)
+            self._binary.flush()
+        else:
+            with self._lock:
+                self._text.write(line.decode())
+                self._text.flush()
+
+
+class _NamedLogger:
+    """structlog's logger: writes what the renderer made (bytes ending in a newline from the JSON one, a
+    string from the console's)."""
+
+    def __init__(self, lines: _Lines, name: str) -> None:
+        self._lines = lines
         self.name = name
+
+    def msg(self, message: bytes | str) -> None:
+        self._lines.write(message if isinstance(message, bytes) else (message + "\n").encode())
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 class _NamedLoggerFactory:
-    def __init__(self, file: TextIO) -> None:
-        self._file = file
+    def __init__(self, lines: _Lines) -> None:
+        self._lines = lines
 
     def __call__(self, *args: Any) -> _NamedLogger:
-        return _NamedLogger(self._file, str(args[0]) if args else SERVICE)
+        return _NamedLogger(self._lines, str(args[0]) if args else SERVICE)
+
+
+class _LineHandler(logging.Handler):
+    """The standard library's records, formatted by structlog's processors, written as lines (`_Lines`)."""
+
+    def __init__(self, lines: _Lines) -> None:
+        super().__init__()
+        self._lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.write((self.format(record) + "\n").encode())
+        except Exception:  # as logging.StreamHandler: reported by handleError, never raised
+            self.handleError(record)
 
 
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its text
@@ -96,10 +141,16 @@ def _standard_fields(logger: WrappedLogger, method: str, event: EventDict) -> Ev
     return event
 
 
-def _orjson(logger: WrappedLogger, method: str, event: EventDict) -> str:
+def _orjson(logger: WrappedLogger, method: str, event: EventDict) -> bytes:
+    """The JSON line, newline included, as the bytes that are written."""
     if "exc_info" in event:  # here rather than a processor of its own that every line would run
         event = structlog.processors.format_exc_info(logger, method, event)
-    return orjson.dumps(event, default=str).decode()
+    return orjson.dumps(event, default=str, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _orjson_text(logger: WrappedLogger, method: str, event: EventDict) -> str:
+    """The same line as text, for a standard library record's formatter (its handler adds the newline)."""
+    return _orjson(logger, method, event)[:-1].decode()
 
 
 def _shared() -> list[Processor]:
@@ -160,9 +211,11 @@ def configure_logging(level: str = "info", json: bool | None = None, stream: Tex
     if json is None:
         json = not stream.isatty()
     numeric = logging.getLevelName(level.upper())
-    renderer: Processor = _orjson if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    console = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    renderer: Processor = _orjson if json else console
     processors = (*_shared(), renderer)
-    factory = _NamedLoggerFactory(stream)
+    lines = _Lines(stream)
+    factory = _NamedLoggerFactory(lines)
     structlog.configure(
         processors=list(processors),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -170,11 +223,14 @@ def configure_logging(level: str = "info", json: bool | None = None, stream: Tex
         cache_logger_on_first_use=True,
     )
     _pipeline = _Pipeline(numeric, processors, factory)
-    handler = logging.StreamHandler(stream)
+    handler = _LineHandler(lines)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_shared(),
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _orjson_text if json else console,
+            ],
         )
     )
     root = logging.getLogger()
