@@ -23,6 +23,7 @@ from opentelemetry.trace import Span
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from user_service.infrastructure.telemetry.logging import bind_request, unbind_request
+from user_service.infrastructure.telemetry.loop_metrics import UpDown
 from user_service.infrastructure.telemetry.metrics import UNMATCHED_ROUTE
 from user_service.presentation.http import (
     access_log,
@@ -112,8 +113,9 @@ class RequestMiddleware:
         bound = bind_request(request_id=rid)
         span: Span | None = None
         span_token: object = None
+        active: UpDown | None = None
         if measured:
-            request_metrics.started(method)
+            active = request_metrics.started(method)
             span, span_token = server_span.start(scope, method, path)
         start = time.perf_counter()
         try:
@@ -175,9 +177,15 @@ class RequestMiddleware:
             kept = None
             if span is not None:
                 kept = server_span.kept(span, status=status, duration=duration, client_gone=gone)
-            if measured:
+            if active is not None:
                 request_metrics.finished(
-                    method, route or UNMATCHED_ROUTE, status, duration, client_gone=gone, kept=bool(kept)
+                    active,
+                    method,
+                    route or UNMATCHED_ROUTE,
+                    status,
+                    duration,
+                    client_gone=gone,
+                    kept=span if kept else None,
                 )
             if self.telemetry:
                 access_log.log_request(

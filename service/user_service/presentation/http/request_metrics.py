@@ -2,8 +2,9 @@
 template and status, with the trace id as exemplar when the request's trace is exported (`kept`), so
 every exemplar opens a trace that exists. Each labelled child is looked up once (`Children`)."""
 
-from opentelemetry import trace
+from opentelemetry.trace import Span
 
+from user_service.infrastructure.telemetry.loop_metrics import UpDown
 from user_service.infrastructure.telemetry.metrics import (
     HTTP_ACTIVE,
     HTTP_DISCONNECTS,
@@ -23,19 +24,30 @@ _active_of = Children(HTTP_ACTIVE)
 _duration_of = Children(HTTP_DURATION)
 
 
-def started(method: str) -> None:
-    _active_of(method).inc()
+def started(method: str) -> UpDown:
+    """The request counted in flight; pass what this returns to `finished`."""
+    active = _active_of(method)
+    active.inc()
+    return active
 
 
 def finished(
-    method: str, route: str, status: int, duration: float, *, client_gone: bool = False, kept: bool = False
+    active: UpDown,
+    method: str,
+    route: str,
+    status: int,
+    duration: float,
+    *,
+    client_gone: bool = False,
+    kept: Span | None = None,
 ) -> None:
-    """A request that ended; one whose client went away is counted apart, not as a success or an error."""
-    _active_of(method).dec()
+    """A request that ended; one whose client went away is counted apart, not as a success or an error.
+    `kept`: the request's span, if its trace is exported (its trace id becomes the exemplar)."""
+    active.dec()
     if client_gone:
         HTTP_DISCONNECTS.labels(method, route).inc()
         return
     exemplar = None
-    if kept:
-        exemplar = {"trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x")}
+    if kept is not None:
+        exemplar = {"trace_id": format(kept.get_span_context().trace_id, "032x")}
     _duration_of(method, route, status).observe(duration, exemplar)
