@@ -87,7 +87,6 @@ class RecordedSpan(trace.Span):
     __slots__ = (
         "_attributes",
         "_context",
-        "_decision",
         "_end",
         "_events",
         "_flags",
@@ -95,13 +94,14 @@ class RecordedSpan(trace.Span):
         "_links",
         "_name",
         "_parent",
-        "_root",
         "_span_id",
         "_start",
         "_state",
         "_status",
         "_trace_id",
         "_tracer",
+        "decision",
+        "is_root",
     )
 
     def __init__(  # noqa: PLR0917 - a span's fields
@@ -118,7 +118,7 @@ class RecordedSpan(trace.Span):
         root: bool,
     ) -> None:
         self._tracer = tracer
-        self._decision = decision
+        self.decision = decision  # plain attributes, not properties: read on every span's end
         self._name = name
         # The SpanContext is made when asked for: a log line reads the ids directly (`trace_fields`).
         self._trace_id, self._span_id, self._flags, self._state = ids
@@ -131,11 +131,7 @@ class RecordedSpan(trace.Span):
         self._status = UNSET_STATUS
         self._start = start_time
         self._end: int | None = None
-        self._root = root
-
-    @property
-    def decision(self) -> Decision:
-        return self._decision
+        self.is_root = root
 
     def get_span_context(self) -> SpanContext:
         if self._context is None:
@@ -189,10 +185,6 @@ class RecordedSpan(trace.Span):
         self.add_event("exception", fields, timestamp)
 
     @property
-    def is_root(self) -> bool:
-        return self._root
-
-    @property
     def resource(self) -> Resource:
         return self._tracer.resource
 
@@ -219,8 +211,8 @@ class RecordedSpan(trace.Span):
         Its attributes are `attributes` (shared between children: not copied, so not to be changed) and
         then the pairs of `more`, merged only if the trace is kept."""
         child = EndedChild(self, scope, name, kind, attributes, more, start_time, end_time, status)
-        spans, policy = self._decision.spans, self._tracer.policy
-        if not self._decision.decided and len(spans) < policy.max_spans - 1:
+        spans, policy = self.decision.spans, self._tracer.policy
+        if not self.decision.decided and len(spans) < policy.max_spans - 1:
             spans.append(child)  # what `ended` does with it, the common case without its call
         else:
             policy.ended(child)
@@ -379,7 +371,7 @@ def trace_fields(span: trace.Span) -> tuple[int, int, bool] | None:
     """What a log line carries of `span`: its trace id, its span id and the decision on its trace so far;
     None for no valid span. One call, and no SpanContext made for a `RecordedSpan`."""
     if isinstance(span, RecordedSpan):
-        return span._trace_id, span._span_id, span._decision.keep
+        return span._trace_id, span._span_id, span.decision.keep
     ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
