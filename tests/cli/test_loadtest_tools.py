@@ -44,3 +44,14 @@ def test_inprocess_refuses_a_wrong_variant_before_it_starts() -> None:
         "metrics, sql"
     ]
     assert done.stdout == ""  # nothing was measured, not even the valid variant before it
+
+
+def test_telemetry_parts_refuses_an_unknown_part_and_its_loop_runs_each_variant() -> None:
+    done = run_tool("telemetry_parts.py", "log", "nothing")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "telemetry_parts: no part nothing: the parts are span, sql, log, metrics"
+    for without in ([], ["span"], ["sql", "log", "metrics"]):
+        loop = run_tool("telemetry_parts.py", "--child", "20", *without)  # what runs under callgrind
+        assert loop.returncode == 0, loop.stderr
+        assert loop.stderr == ""  # the access lines go to /dev/null, nothing fails on the way
