@@ -17,7 +17,7 @@ workers share, so the metric is prometheus-client's own there, with the same nam
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -70,16 +70,34 @@ class _GaugeSeries:
         self.value -= amount
 
 
-class LoopMetric(Collector):
+_S = TypeVar("_S")
+
+
+class LoopMetric(Collector, Generic[_S]):
+    """What both kinds share: their series by label values, each made on first use, and registration
+    (none with several workers, where prometheus-client's metric is registered instead)."""
+
     kind: str  # the Prometheus type
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry | None
+    ) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._series: dict[tuple[str, ...], _S] = {}
+        if registry is not None:
+            registry.register(self)
 
-    def _check(self, values: tuple[object, ...]) -> tuple[str, ...]:
+    def _series_of(self, values: tuple[object, ...]) -> _S:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name}: {len(self.labelnames)} label values expected, got {len(values)}")
-        return tuple(str(value) for value in values)
+        key = tuple(str(value) for value in values)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._new_series()
+        return series
+
+    def _new_series(self) -> _S:
+        raise NotImplementedError
 
     def describe(self) -> Iterable[Metric]:
         return [self._family()]
@@ -88,7 +106,7 @@ class LoopMetric(Collector):
         raise NotImplementedError
 
 
-class LoopHistogram(LoopMetric):
+class LoopHistogram(LoopMetric[_HistogramSeries]):
     """A labelled histogram written by the event loop's thread only (see the module's docstring)."""
 
     kind = "histogram"
@@ -103,26 +121,20 @@ class LoopHistogram(LoopMetric):
         multiprocess: bool = False,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
-        super().__init__(name, documentation, labelnames)
         bounds = sorted(float(bound) for bound in buckets)
         self.bounds = (*bounds, INF) if not bounds or bounds[-1] != INF else tuple(bounds)
-        self._series: dict[tuple[str, ...], _HistogramSeries] = {}
         self._shared = (
             Histogram(name, documentation, labelnames, buckets=self.bounds, registry=registry)
             if multiprocess
             else None
         )
-        if self._shared is None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, None if multiprocess else registry)
 
     def labels(self, *values: object) -> Observer:
-        if self._shared is not None:
-            return self._shared.labels(*values)
-        key = self._check(values)
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _HistogramSeries(self.bounds)
-        return series
+        return self._shared.labels(*values) if self._shared is not None else self._series_of(values)
+
+    def _new_series(self) -> _HistogramSeries:
+        return _HistogramSeries(self.bounds)
 
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -139,7 +151,7 @@ class LoopHistogram(LoopMetric):
         return [family]
 
 
-class LoopGauge(LoopMetric):
+class LoopGauge(LoopMetric[_GaugeSeries]):
     """A labelled gauge of what is in progress, written by the event loop's thread only; with several
     workers, prometheus-client's gauge summed over the live ones (`livesum`)."""
 
@@ -154,24 +166,18 @@ class LoopGauge(LoopMetric):
         multiprocess: bool = False,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
-        super().__init__(name, documentation, labelnames)
-        self._series: dict[tuple[str, ...], _GaugeSeries] = {}
         self._shared = (
             Gauge(name, documentation, labelnames, multiprocess_mode="livesum", registry=registry)
             if multiprocess
             else None
         )
-        if self._shared is None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, None if multiprocess else registry)
 
     def labels(self, *values: object) -> UpDown:
-        if self._shared is not None:
-            return self._shared.labels(*values)
-        key = self._check(values)
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _GaugeSeries()
-        return series
+        return self._shared.labels(*values) if self._shared is not None else self._series_of(values)
+
+    def _new_series(self) -> _GaugeSeries:
+        return _GaugeSeries()
 
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
