@@ -60,7 +60,10 @@ async def under_load(url: str, work: Work, log: list[Timed], drill: Callable[[],
 
 async def create(client: httpx.AsyncClient, log: list[Timed]) -> str | None:
     user_id = str(uuid.uuid4())
-    body = {"user_id": user_id, "username": f"d{user_id[:8]}", "first_name": "Drill", "last_name": "Load"}
+    # 64 random bits: the drills' users share one database, where the 32 bits of a uuid4's first eight
+    # digits can repeat (a 409 for a username another drill user had drawn).
+    username = f"d{user_id.replace('-', '')[:16]}"
+    body = {"user_id": user_id, "username": username, "first_name": "Drill", "last_name": "Load"}
     outcome = await send(client, "POST", "/users/", body)
     log.append(Timed(outcome, user_id))
     return user_id if outcome.status == 201 else None
@@ -232,7 +235,7 @@ async def test_paused_replay_keeps_read_your_writes_and_the_staleness_bound(clus
         log.append(Timed(read))
         if read.status != 200 or read.json()["id"] != user_id:
             violations.append(f"read-your-writes: {read}")
-        renamed = f"p{uuid.uuid4().hex[:10]}"
+        renamed = f"p{uuid.uuid4().hex[:16]}"
         changed = await send(client, "PUT", f"/users/{user_id}/username", {"username": renamed})
         by_name = await send(client, "GET", f"/users/@{renamed}")
         log += [Timed(changed), Timed(by_name)]
