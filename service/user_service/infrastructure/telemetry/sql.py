@@ -41,20 +41,16 @@ _SCOPE = InstrumentationScope(_SCOPE_NAME)
 _FIRST_STATEMENT = re.compile(
     r"\s*WITH\s+\w+\s+AS\s*\(\s*(INSERT|UPDATE|DELETE|SELECT|MERGE)\b", re.IGNORECASE
 )
-_operations: dict[str, str] = {}
 _durations = Children(DB_OPERATION_DURATION)
 
 
 def operation_name(query: str) -> str:
-    """The statement type of `query`: its first keyword, or for a `WITH`, its first inner statement."""
-    name = _operations.get(query)
-    if name is None:
-        words = query.split(maxsplit=1)
-        name = words[0].rstrip(";").upper() if words else "SQL"
-        if name == "WITH" and (first := _FIRST_STATEMENT.match(query)):
-            name = first.group(1).upper()
-        if len(_operations) < 512:  # the service's statements are a few constant strings
-            _operations[query] = name
+    """The statement type of `query`: its first keyword, or for a `WITH`, its first inner statement
+    (worked out once per statement text and connection: `TracedConnection._statement`)."""
+    words = query.split(maxsplit=1)
+    name = words[0].rstrip(";").upper() if words else "SQL"
+    if name == "WITH" and (first := _FIRST_STATEMENT.match(query)):
+        name = first.group(1).upper()
     return name
 
 
