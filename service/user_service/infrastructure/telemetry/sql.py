@@ -3,7 +3,8 @@
 The pool's connections are `TracedConnection`s (asyncpg's `connection_class`) when telemetry is on.
 Compared with patching asyncpg globally (opentelemetry-instrumentation-asyncpg) it does less per
 statement: the connection's attributes are read once, the operation name of each distinct statement
-once, and the span is never made current, since nothing runs inside a statement (README: Traces).
+once per connection, and the span is never made current, since nothing runs inside a statement
+(README: Traces).
 
 A statement with no recording span around it (the relay's polling, a readiness probe, a scrape, or a
 request that was not sampled) makes no span at all, rather than a trace of one span.
