@@ -99,12 +99,14 @@ class PostgresUserReader:
         return Page([UserView(*row[:-1]) for row in rows], following)
 
     async def _page_slot(self) -> None:
-        """A page slot, within the pool's timeout. A free one (no waiter before it: `locked` says so) is
-        taken at once, without the task and timer `wait_for` makes, about 7 µs of every page."""
+        """A page slot, within the pool's timeout: a free one (no waiter before it: `locked` says so) at
+        once; otherwise in turn, under a deadline of the running task rather than `wait_for`, which runs
+        the wait as a task of its own (about 8 µs a page, and under load every page waits)."""
         if not self._pages.locked():
             await self._pages.acquire()
             return
         try:
-            await asyncio.wait_for(self._pages.acquire(), self._page_wait)
+            async with asyncio.timeout(self._page_wait):
+                await self._pages.acquire()
         except TimeoutError:
             raise StorageUnavailable("every page slot was in use", StorageCause.POOL_TIMEOUT) from None
