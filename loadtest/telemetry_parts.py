@@ -93,7 +93,9 @@ def _request(without: set[str]) -> Callable[[], Awaitable[None]]:
                 span=span,
             )
         if span is not None:
-            server_span.end(span, token, method="GET", route=ROUTE, status=200, client_gone=False)
+            server_span.end(
+                span, token, method="GET", route=ROUTE, status=200, client_gone=False, kept=bool(kept)
+            )
         telemetry_logging.unbind_request(bound)
 
     return request

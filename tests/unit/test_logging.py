@@ -242,3 +242,29 @@ def test_lines_to_a_file_from_several_threads_are_whole_and_in_each_threads_orde
     for t in range(4):
         mine = [(kind, n) for thread, kind, n in map(written, lines) if thread == t]
         assert mine == [(kind, n) for n in range(150) for kind in ("structlog", "stdlib", "access")]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms"),
+    [(0.0012345678, 1.235), (0.25, 250.0), (1e-7, 0.0), (3.0000004, 3000.0), (0.0004995, 0.5)],
+)
+def test_the_access_line_gives_its_duration_in_ms_to_the_microsecond(
+    restore_logging: None, seconds: float, ms: float
+) -> None:
+    from user_service.presentation.http import access_log
+
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+    scope = {"client": ("127.0.0.1", 4000)}
+    access_log.log_request(
+        scope,
+        method="GET",
+        route="/users/{user_id}",
+        path="/users/x",
+        status=200,
+        duration=seconds,
+        quiet=False,
+    )
+    (line,) = stream.getvalue().splitlines()
+    assert orjson.loads(line)["duration_ms"] == ms
+    assert f'"duration_ms":{ms},' in line  # the text too: 1.235, never 1.2349999999999999

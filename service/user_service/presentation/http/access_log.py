@@ -30,7 +30,7 @@ def log_request(
         "route": route,
         "path": path,
         "status": status,
-        "duration_ms": round(duration * 1000, 3),
+        "duration_ms": round(duration * 1_000_000) / 1000,  # ms to the µs: round(x, 3) costs more
         "client": f"{client[0]}:{client[1]}" if client else None,
     }
     if client_gone:

@@ -201,5 +201,13 @@ class RequestMiddleware:
                     span=span,
                 )
             if span is not None:
-                server_span.end(span, span_token, method=method, route=route, status=status, client_gone=gone)
+                server_span.end(
+                    span,
+                    span_token,
+                    method=method,
+                    route=route,
+                    status=status,
+                    client_gone=gone,
+                    kept=bool(kept),
+                )
             unbind_request(bound)

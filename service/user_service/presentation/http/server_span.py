@@ -102,7 +102,22 @@ def kept(span: Span, *, status: int, duration: float, client_gone: bool) -> bool
     return tracing.keep_request(span, failed=status >= 500 and not client_gone, duration=duration)
 
 
-def end(span: Span, token: object, *, method: str, route: str | None, status: int, client_gone: bool) -> None:
+def end(
+    span: Span,
+    token: object,
+    *,
+    method: str,
+    route: str | None,
+    status: int,
+    client_gone: bool,
+    kept: bool = True,
+) -> None:
+    """End the span with the request's outcome. `kept` False (the trace was dropped at its end, `kept`):
+    nothing will read its last attributes, so they are not set."""
+    if not kept:
+        span.end()
+        otel_context.detach(token)  # type: ignore[arg-type]
+        return
     if route is not None:
         span.update_name(f"{method} {route}")
         span.set_attributes({"http.route": route, "http.response.status_code": status})
