@@ -112,8 +112,8 @@ def end(
     client_gone: bool,
     kept: bool = True,
 ) -> None:
-    """End the span with the request's outcome. `kept` False (the trace was dropped at its end, `kept`):
-    nothing will read its last attributes, so they are not set."""
+    """End the span with the request's outcome. `kept` is the decision `kept` made on its trace: the span
+    of a dropped trace ends without its last attributes (name, route, status), which nothing reads."""
     if not kept:
         span.end()
         otel_context.detach(token)  # type: ignore[arg-type]
